@@ -1,0 +1,6 @@
+//! The workloads of `benches/common` under the plain system allocator.
+mod common;
+
+fn main() {
+    common::main("system");
+}
