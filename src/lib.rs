@@ -72,3 +72,8 @@ pub use crate::alloc::TraceAlloc;
 pub use crate::counters::__check_allocs;
 pub use crate::counters::{measure, reset_peak, stats, Delta, Stats};
 pub use crate::rss::rss;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
