@@ -8,8 +8,9 @@
 use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracealloc::{measure, Delta, TraceAlloc};
 
@@ -150,7 +151,7 @@ fn alloc_zeroed_is_forwarded_and_counted() {
     let layout = Layout::from_size_align(4096, 64).unwrap();
     let (p, d, calls) = observe(|| {
         // SAFETY: `layout` has a non-zero size.
-        unsafe { alloc_zeroed(layout) }
+        black_box(unsafe { alloc_zeroed(layout) })
     });
     assert!(!p.is_null());
     assert_eq!(p as usize % 64, 0, "alignment kept");
@@ -179,13 +180,13 @@ fn alloc_zeroed_is_forwarded_and_counted() {
 fn realloc_growth_and_shrink_stay_reallocs() {
     let layout = Layout::from_size_align(100, 8).unwrap();
     // SAFETY: `layout` has a non-zero size.
-    let p = unsafe { alloc(layout) };
+    let p = black_box(unsafe { alloc(layout) });
     assert!(!p.is_null());
     // SAFETY: `p` is a live block of at least 100 bytes.
     unsafe { p.write_bytes(0xAB, 100) };
 
     // SAFETY: `p` is live with `layout`; 5000 is a valid size for align 8.
-    let (q, d, calls) = observe(|| unsafe { realloc(p, layout, 5000) });
+    let (q, d, calls) = observe(|| black_box(unsafe { realloc(p, layout, 5000) }));
     assert!(!q.is_null());
     assert_eq!(d, delta(0, 0, 1, 4900, 0, 4900));
     assert_eq!(
@@ -203,7 +204,7 @@ fn realloc_growth_and_shrink_stay_reallocs() {
 
     let grown = Layout::from_size_align(5000, 8).unwrap();
     // SAFETY: `q` is live with `grown`; 10 is a valid size for align 8.
-    let (r, d, calls) = observe(|| unsafe { realloc(q, grown, 10) });
+    let (r, d, calls) = observe(|| black_box(unsafe { realloc(q, grown, 10) }));
     assert!(!r.is_null());
     assert_eq!(d, delta(0, 0, 1, 0, 4990, 0));
     assert_eq!(d.net_bytes(), -4990);
@@ -245,7 +246,7 @@ fn realloc_growth_and_shrink_stay_reallocs() {
 fn null_from_the_inner_allocator_is_returned_and_not_counted() {
     let layout = Layout::from_size_align(256, 16).unwrap();
     // SAFETY: `layout` has a non-zero size.
-    let live = unsafe { alloc(layout) };
+    let live = black_box(unsafe { alloc(layout) });
     assert!(!live.is_null());
     // SAFETY: `live` is a block of 256 bytes.
     unsafe { live.write_bytes(0x5A, 256) };
@@ -253,13 +254,13 @@ fn null_from_the_inner_allocator_is_returned_and_not_counted() {
     FAIL.with(|f| f.set(true));
     let ((a, z, r), d, calls) = observe(|| {
         // SAFETY: `layout` has a non-zero size; `live` is live with `layout`.
-        unsafe {
+        black_box(unsafe {
             (
                 alloc(layout),
                 alloc_zeroed(layout),
                 realloc(live, layout, 1 << 20),
             )
-        }
+        })
     });
     FAIL.with(|f| f.set(false));
 
@@ -289,8 +290,9 @@ fn null_from_the_inner_allocator_is_returned_and_not_counted() {
 #[test]
 fn measure_is_exact_while_another_thread_churns() {
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
     let noise = {
-        let stop = Arc::clone(&stop);
+        let (stop, progress) = (Arc::clone(&stop), Arc::clone(&progress));
         std::thread::spawn(move || {
             let mut n = 0u64;
             let mut keep = Vec::new();
@@ -300,23 +302,34 @@ fn measure_is_exact_while_another_thread_churns() {
                     keep.clear();
                 }
                 n += 1;
+                progress.store(n, Ordering::Relaxed);
             }
-            n
         })
     };
-    for i in 1..=2000usize {
+    // Measure only while the noise really runs: from its first thousand
+    // allocations until it has made 20 000 more (and at least 2000 rounds).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while progress.load(Ordering::Relaxed) < 1000 {
+        assert!(Instant::now() < deadline, "the noisy thread never ran");
+        std::thread::yield_now();
+    }
+    let noise_at_start = progress.load(Ordering::Relaxed);
+    let mut i = 0usize;
+    while i < 2000 || progress.load(Ordering::Relaxed) < noise_at_start + 20_000 {
+        assert!(Instant::now() < deadline, "the noisy thread stalled");
+        i += 1;
+        let size = 1 + i % 5000;
         let (v, d) = measure(|| {
-            let a = black_box(vec![0u8; i]);
-            let b = black_box(vec![1u16; i]);
+            let a = black_box(vec![0u8; size]);
+            let b = black_box(vec![1u16; size]);
             drop(a);
             b
         });
-        assert_eq!(d, delta(2, 1, 0, 3 * i, i, 3 * i), "iteration {i}");
+        assert_eq!(d, delta(2, 1, 0, 3 * size, size, 3 * size), "round {i}");
         drop(v);
     }
     stop.store(true, Ordering::Relaxed);
-    let n = noise.join().unwrap();
-    assert!(n > 0, "the noisy thread ran");
+    noise.join().unwrap();
 }
 
 #[test]
