@@ -41,6 +41,13 @@
 //! the peak; a single allocating thread sees it within 64 KiB, and blocks of
 //! 64 KiB or more are pushed at once. [`stats`] never reports a peak below the
 //! current bytes.
+//!
+//! A thread updates its own slot with plain loads and stores, so an allocation
+//! made by a signal handler that interrupts this thread inside the allocator
+//! could be lost from the totals (allocating in a signal handler is not
+//! async-signal-safe in the first place). After `fork()`, the child keeps the
+//! parent's totals (its memory is a copy of the parent's); slots of the
+//! parent's other threads stay claimed and keep their counts.
 
 use std::cell::Cell;
 use std::fmt;
