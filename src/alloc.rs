@@ -3,14 +3,15 @@
 //! safe Rust.
 //!
 //! The allocation path forwards to the inner allocator first and counts only
-//! what it returned (a null result counts nothing). It never allocates, never
-//! takes a lock and never panics; the one call that may allocate (registering
-//! the thread-exit hook, once per thread) runs under the [`ReentrancyGuard`].
+//! what it returned (a null result counts nothing). Counting never allocates,
+//! locks or panics; tracing (when on) takes the tracer's sharded locks and
+//! may grow its tables, always under the [`ReentrancyGuard`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use crate::counters::{self, Recorded};
+use crate::tracer;
 
 /// A global allocator that forwards to `A` and counts every allocation.
 ///
@@ -106,8 +107,9 @@ impl<A: GlobalAlloc> TraceAlloc<A> {
 // SAFETY: every method forwards to the inner allocator with the caller's own
 // arguments and returns its result unchanged, so `A`'s guarantees (and the
 // caller's obligations) carry over as they are. What is added around the call
-// only updates counters: it does not allocate through `self`, touch the block,
-// lock, or unwind.
+// only updates counters and the tracer's tables: it does not allocate through
+// `self` (the tracer's allocations re-enter as nested calls, which the
+// reentrancy guard sends straight to `inner`), touch the block, or unwind.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -115,7 +117,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
         // contract (non-zero size).
         let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
-            after(counters::record_alloc(layout.size()));
+            on_new_block(ptr, layout.size());
         }
         ptr
     }
@@ -125,29 +127,103 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
         // SAFETY: as in `alloc`.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            after(counters::record_alloc(layout.size()));
+            on_new_block(ptr, layout.size());
         }
         ptr
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller guarantees `ptr` was allocated by this allocator
-        // (hence by `inner`) with `layout`.
+        let size = layout.size();
+        if ReentrancyGuard::held() {
+            // SAFETY: the caller guarantees `ptr` was allocated by this
+            // allocator (hence by `inner`) with `layout`.
+            unsafe { self.inner.dealloc(ptr, layout) };
+            counters::record_tracer(-(size as i64));
+            return;
+        }
+        // Untrace before the address can be handed out again.
+        if tracer::active() {
+            untrace(ptr as usize);
+        }
+        // SAFETY: as above.
         unsafe { self.inner.dealloc(ptr, layout) };
-        after(counters::record_free(layout.size()));
+        after(counters::record_free(size));
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees `ptr` is a block of `inner` with
-        // `layout`, and that `new_size` is valid for `layout.align()`.
+        let old_size = layout.size();
+        if ReentrancyGuard::held() {
+            // SAFETY: the caller guarantees `ptr` is a block of `inner` with
+            // `layout`, and that `new_size` is valid for `layout.align()`.
+            let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
+            if !new.is_null() {
+                counters::record_tracer(new_size as i64 - old_size as i64);
+            }
+            return new;
+        }
+        // As tracemalloc does: the old block's trace goes, the new block is
+        // traced with the new size and the stack of this call.
+        let taken = if tracer::active() {
+            take_trace(ptr as usize)
+        } else {
+            None
+        };
+        // SAFETY: as above.
         let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            after(counters::record_realloc(layout.size(), new_size));
+        if new.is_null() {
+            if let Some(t) = taken {
+                let _guard = ReentrancyGuard::enter();
+                tracer::put_back(ptr as usize, t);
+            }
+            return new;
+        }
+        after(counters::record_realloc(old_size, new_size));
+        if let Some(t) = taken {
+            let _guard = ReentrancyGuard::enter();
+            tracer::finish(t);
+        }
+        if tracer::active() {
+            trace_new_block(new as usize, new_size);
         }
         new
     }
+}
+
+/// Counts (and, when tracing, traces) a block just allocated.
+#[inline(always)]
+fn on_new_block(ptr: *mut u8, size: usize) {
+    if ReentrancyGuard::held() {
+        counters::record_tracer(size as i64);
+        return;
+    }
+    after(counters::record_alloc(size));
+    if tracer::active() {
+        trace_new_block(ptr as usize, size);
+    }
+}
+
+#[inline(never)]
+fn trace_new_block(addr: usize, size: usize) {
+    if tracer::wants(size) {
+        if let Some(_guard) = ReentrancyGuard::enter() {
+            tracer::on_alloc(addr, size);
+        }
+    }
+}
+
+#[inline(never)]
+fn untrace(addr: usize) {
+    if let Some(_guard) = ReentrancyGuard::enter() {
+        tracer::on_free(addr);
+    }
+}
+
+#[inline(never)]
+fn take_trace(addr: usize) -> Option<tracer::Taken> {
+    let _guard = ReentrancyGuard::enter()?;
+    tracer::take(addr)
 }
 
 /// Follow-up work the counters ask for; off the fast path.
@@ -162,8 +238,15 @@ fn after(recorded: Recorded) {
 #[inline(never)]
 fn on_slot_claimed() {
     if let Some(_guard) = ReentrancyGuard::enter() {
-        thread_exit::register();
+        crate::sys::on_thread_exit(on_thread_exit);
     }
+}
+
+/// Runs when a thread that allocated exits, after its thread-local
+/// destructors: hands its counter slot back and pushes its running totals.
+fn on_thread_exit() {
+    counters::release_thread_slot();
+    tracer::thread_exit();
 }
 
 thread_local! {
@@ -173,12 +256,16 @@ thread_local! {
 
 /// The reentrancy guard of the allocation path.
 ///
-/// WARNING: any code of this crate that can allocate, lock or otherwise call
-/// back into the allocator while handling an allocator event must run while
-/// holding this guard, and must do nothing when [`enter`](Self::enter) returns
-/// `None`: that means the event is itself a nested one, and taking the same
-/// path again would recurse (or deadlock on a lock this thread holds).
-/// Counting never needs the guard: it does not allocate.
+/// WARNING: any code of this crate that can allocate, or take one of the
+/// tracer's locks, must run while holding this guard: on the allocation path
+/// (the tracer's tables grow, `parking_lot` may allocate when threads contend)
+/// and in the public functions that touch the tracer (`start`, snapshots, ...).
+/// While it is held, this thread's allocations go straight to the inner
+/// allocator and count as tracer memory only: never traced, never counted in
+/// `stats()` or `measure`, never back into a tracer lock. A block allocated
+/// under the guard must be freed under it too (see [`Internal`]).
+/// When [`enter`](Self::enter) returns `None` the guard is already held by an
+/// enclosing call, whose rules apply.
 pub(crate) struct ReentrancyGuard(());
 
 impl ReentrancyGuard {
@@ -191,6 +278,17 @@ impl ReentrancyGuard {
             .ok()
             .flatten()
     }
+
+    /// Whether this thread is inside the tracer.
+    #[inline(always)]
+    pub(crate) fn held() -> bool {
+        IN_TRACER.try_with(Cell::get).unwrap_or(false)
+    }
+
+    /// Clears a guard that was `mem::forget`-ed (around `fork()`).
+    pub(crate) fn release_forgotten() {
+        let _ = IN_TRACER.try_with(|g| g.set(false));
+    }
 }
 
 impl Drop for ReentrancyGuard {
@@ -200,65 +298,28 @@ impl Drop for ReentrancyGuard {
     }
 }
 
-/// Runs [`counters::release_thread_slot`] when a thread exits, so that its
-/// counter slot serves the next thread. Thread-locals here have no
-/// destructors (they must stay readable while threads exit), so the hook is a
-/// POSIX thread-specific key, whose destructors run after the thread's Rust
-/// (and C++) thread-local destructors: allocations made in those are still
-/// counted in the thread's own slot.
-#[cfg(unix)]
-mod thread_exit {
-    use std::ffi::c_void;
-    use std::sync::atomic::{AtomicUsize, Ordering::*};
+/// A value allocated under the [`ReentrancyGuard`] (tracer memory) that is
+/// dropped under it too, wherever it goes out of scope.
+pub(crate) struct Internal<T>(Option<T>);
 
-    /// The key + 1; 0 while not yet created, `usize::MAX` if creation failed.
-    static KEY: AtomicUsize = AtomicUsize::new(0);
-    const FAILED: usize = usize::MAX;
-
-    extern "C" fn on_exit(_value: *mut c_void) {
-        crate::counters::release_thread_slot();
-    }
-
-    fn key() -> Option<libc::pthread_key_t> {
-        let mut k = KEY.load(Acquire);
-        if k == 0 {
-            let mut key: libc::pthread_key_t = 0;
-            // SAFETY: `key` is a valid place to write the new key; `on_exit`
-            // is an `extern "C" fn(*mut c_void)` that lives for the whole
-            // program and never unwinds (it only stores atomics).
-            let created = unsafe { libc::pthread_key_create(&mut key, Some(on_exit)) } == 0;
-            let mine = if created { key as usize + 1 } else { FAILED };
-            k = match KEY.compare_exchange(0, mine, AcqRel, Acquire) {
-                Ok(_) => mine,
-                Err(winner) => {
-                    if created {
-                        // SAFETY: `key` was created just above, and no thread
-                        // has been given it.
-                        unsafe { libc::pthread_key_delete(key) };
-                    }
-                    winner
-                }
-            };
-        }
-        (k != FAILED).then(|| (k - 1) as libc::pthread_key_t)
-    }
-
-    /// Arms the hook for the calling thread. Without a key (the process ran
-    /// out of them), the thread keeps its slot for good: counts stay exact,
-    /// and threads beyond the slots share the overflow counters.
-    pub(super) fn register() {
-        if let Some(key) = key() {
-            // SAFETY: `key` is a live key made by `pthread_key_create`; any
-            // non-null value arms the destructor, and it is never dereferenced.
-            unsafe {
-                libc::pthread_setspecific(key, std::ptr::NonNull::<u8>::dangling().as_ptr().cast())
-            };
-        }
+impl<T> Internal<T> {
+    /// Runs `f` under the guard and wraps what it returns.
+    pub(crate) fn make(f: impl FnOnce() -> T) -> Self {
+        let _guard = ReentrancyGuard::enter();
+        Internal(Some(f()))
     }
 }
 
-/// Without POSIX thread-specific keys, threads keep their slot for good.
-#[cfg(not(unix))]
-mod thread_exit {
-    pub(super) fn register() {}
+impl<T> std::ops::Deref for Internal<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T> Drop for Internal<T> {
+    fn drop(&mut self) {
+        let _guard = ReentrancyGuard::enter();
+        drop(self.0.take());
+    }
 }

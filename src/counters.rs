@@ -18,12 +18,14 @@
 //! OVERFLOW              the same five sums, updated with fetch_add by threads
 //!                       that found no free slot, or that already handed theirs
 //!                       back (allocations in late thread-exit destructors)
-//! FLUSHED               AtomicI64: net bytes pushed from the threads' `pending`
-//!                       (see below) and from OVERFLOW; only feeds PEAK
-//! PEAK                  AtomicI64: fetch_max of FLUSHED after each push;
-//!                       reset_peak() stores the exact current bytes
+//! HEAP_PEAK             PeakTracker: `flushed`, the net bytes pushed from the
+//!                       threads' `pending` (see below) and from OVERFLOW, and
+//!                       `peak`, its highest value (reset_peak() stores the
+//!                       exact current bytes)
+//! TRACER_BYTES          AtomicI64: heap bytes the tracer holds (its blocks
+//!                       are counted here only)
 //! THREAD (thread-local) the owned slot, `pending` net bytes not yet pushed to
-//!                       FLUSHED, and the `measure` counters
+//!                       HEAP_PEAK, and the `measure` counters
 //! ```
 //!
 //! A slot's sums are never cleared: when a thread exits, its slot keeps what it
@@ -35,7 +37,7 @@
 //! `total_*`, `current_bytes` and `current_blocks` are exact at any quiescent
 //! point (no thread inside the allocator); while threads allocate, a reading
 //! may be a few events behind. `peak_bytes` is the highest value seen by
-//! FLUSHED, which a thread pushes to whenever its unpushed net bytes leave
+//! HEAP_PEAK's `flushed`, which a thread pushes to whenever its unpushed net bytes leave
 //! `-PEAK_SLACK..=PEAK_SLACK`. It can therefore differ from the true peak by at
 //! most `PEAK_SLACK` (64 KiB) per thread holding unpushed bytes at the moment of
 //! the peak; a single allocating thread sees it within 64 KiB, and blocks of
@@ -105,8 +107,73 @@ static SLOTS: [Slot; SLOTS_LEN] = [const { Slot::new() }; SLOTS_LEN];
 static OVERFLOW: Slot = Slot::new();
 /// Where the next claim starts looking, so that claims spread over the slots.
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-static FLUSHED: AtomicI64 = AtomicI64::new(0);
-static PEAK: AtomicI64 = AtomicI64::new(0);
+static HEAP_PEAK: PeakTracker = PeakTracker::new();
+/// Bytes the tracer holds on the heap: its allocations are counted here, not
+/// in the process totals (see `record_tracer`).
+static TRACER_BYTES: AtomicI64 = AtomicI64::new(0);
+
+/// A peak of a quantity that threads change through per-thread running totals
+/// (`pending`), pushed here when they leave `-PEAK_SLACK..=PEAK_SLACK`.
+///
+/// `flushed` is the sum of what was pushed; `peak` its highest value, or what
+/// [`reset`](Self::reset) stored. Used for the heap's peak and the traced
+/// memory's.
+pub(crate) struct PeakTracker {
+    flushed: AtomicI64,
+    peak: AtomicI64,
+}
+
+impl PeakTracker {
+    pub(crate) const fn new() -> Self {
+        PeakTracker {
+            flushed: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+        }
+    }
+
+    /// Adds `delta` to a thread's `pending`, pushing it when it drifts too far.
+    #[inline(always)]
+    pub(crate) fn add(&self, pending: &Cell<i64>, delta: i64) {
+        let p = pending.get().wrapping_add(delta);
+        if p.unsigned_abs() <= PEAK_SLACK as u64 {
+            pending.set(p);
+        } else {
+            pending.set(0);
+            self.push(p);
+        }
+    }
+
+    /// Moves `net` into the shared total.
+    #[inline]
+    pub(crate) fn push(&self, net: i64) {
+        if net == 0 {
+            return;
+        }
+        let now = self.flushed.fetch_add(net, Relaxed).wrapping_add(net);
+        if net > 0 {
+            self.peak.fetch_max(now, Relaxed);
+        }
+    }
+
+    /// The peak given the exact `current` value: never below it.
+    pub(crate) fn peak(&self, current: u64) -> u64 {
+        u64::try_from(self.peak.load(Relaxed))
+            .unwrap_or(0)
+            .max(current)
+    }
+
+    /// peak := `current`.
+    pub(crate) fn reset(&self, current: u64) {
+        self.peak
+            .store(i64::try_from(current).unwrap_or(i64::MAX), Relaxed);
+    }
+
+    /// Forgets everything pushed (for a new tracing session).
+    pub(crate) fn clear(&self) {
+        self.flushed.store(0, Relaxed);
+        self.peak.store(0, Relaxed);
+    }
+}
 
 /// Per-thread state. `const`-initialised, no destructor: readable during
 /// thread-local destruction and after `main` returns.
@@ -116,7 +183,7 @@ struct ThreadCounters {
     slot: Cell<Option<&'static Slot>>,
     /// Set when this thread found no free slot or handed its slot back.
     overflow: Cell<bool>,
-    /// Net bytes counted in the slot but not yet pushed to `FLUSHED`.
+    /// Net bytes counted in the slot but not yet pushed to `HEAP_PEAK`.
     pending: Cell<i64>,
     /// Nesting depth of `measure` calls; the fields below move only while > 0.
     depth: Cell<u32>,
@@ -242,13 +309,7 @@ fn add_to_own_slot(t: &ThreadCounters, s: &Slot, ev: Event) {
     bump(&s.reallocs, ev.reallocs, true);
     bump(&s.bytes_in, ev.bytes_in, true);
     bump(&s.bytes_out, ev.bytes_out, true);
-    let pending = t.pending.get().wrapping_add(ev.net());
-    if pending.unsigned_abs() <= PEAK_SLACK as u64 {
-        t.pending.set(pending);
-    } else {
-        t.pending.set(0);
-        push_net(pending);
-    }
+    HEAP_PEAK.add(&t.pending, ev.net());
     if t.depth.get() != 0 {
         add_measured(t, ev);
     }
@@ -293,19 +354,20 @@ fn add_shared(ev: Event) {
     bump(&OVERFLOW.reallocs, ev.reallocs, false);
     bump(&OVERFLOW.bytes_in, ev.bytes_in, false);
     bump(&OVERFLOW.bytes_out, ev.bytes_out, false);
-    push_net(ev.net());
+    HEAP_PEAK.push(ev.net());
 }
 
-/// Moves `net` bytes into the shared peak tracker.
+/// A block of `delta` bytes (negative: freed) allocated or freed by the
+/// tracer itself, under the reentrancy guard: counted as tracer memory, not
+/// in the process totals nor in `measure`.
 #[inline]
-fn push_net(net: i64) {
-    if net == 0 {
-        return;
-    }
-    let now = FLUSHED.fetch_add(net, Relaxed).wrapping_add(net);
-    if net > 0 {
-        PEAK.fetch_max(now, Relaxed);
-    }
+pub(crate) fn record_tracer(delta: i64) {
+    TRACER_BYTES.fetch_add(delta, Relaxed);
+}
+
+/// Bytes the tracer holds on the heap now.
+pub(crate) fn tracer_heap_bytes() -> usize {
+    usize::try_from(TRACER_BYTES.load(Relaxed)).unwrap_or(0)
 }
 
 #[cold]
@@ -330,7 +392,7 @@ fn add_measured(t: &ThreadCounters, ev: Event) {
 pub(crate) fn release_thread_slot() {
     let _ = THREAD.try_with(|t| {
         t.overflow.set(true);
-        push_net(t.pending.replace(0));
+        HEAP_PEAK.push(t.pending.replace(0));
         if let Some(s) = t.slot.take() {
             s.owned.store(false, Release);
         }
@@ -368,7 +430,7 @@ pub struct Stats {
     /// Live blocks now.
     pub current_blocks: usize,
     /// The highest `current_bytes` reached since the process started or since
-    /// the last [`reset_peak`]; within 64 KiB per allocating thread of the true
+    /// the last [`reset_peak`](crate::reset_peak); within 64 KiB per allocating thread of the true
     /// peak (see the crate docs), and never below `current_bytes`.
     pub peak_bytes: usize,
     /// Blocks allocated (`alloc` and `alloc_zeroed`).
@@ -438,7 +500,7 @@ fn sums() -> Sums {
 pub fn stats() -> Stats {
     let t = sums();
     let current = t.bytes_in.saturating_sub(t.bytes_out);
-    let peak = u64::try_from(PEAK.load(Relaxed)).unwrap_or(0).max(current);
+    let peak = HEAP_PEAK.peak(current);
     Stats {
         current_bytes: clamp_usize(current),
         current_blocks: clamp_usize(t.allocs.saturating_sub(t.frees)),
@@ -454,26 +516,10 @@ fn clamp_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
-/// Sets the recorded peak to the current bytes, so that `peak_bytes` in
-/// [`stats`] reports the highest point reached from now on.
-///
-/// # Examples
-///
-/// ```
-/// #[global_allocator]
-/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
-///
-/// fn main() {
-///     drop(std::hint::black_box(vec![0u8; 1 << 20]));
-///     tracealloc::reset_peak();
-///     let s = tracealloc::stats();
-///     assert!(s.peak_bytes < s.current_bytes + (1 << 20));
-/// }
-/// ```
-pub fn reset_peak() {
+/// peak := current, for [`stats`]; see [`crate::reset_peak`].
+pub(crate) fn reset_heap_peak() {
     let t = sums();
-    let current = i64::try_from(t.bytes_in.saturating_sub(t.bytes_out)).unwrap_or(i64::MAX);
-    PEAK.store(current, Relaxed);
+    HEAP_PEAK.reset(t.bytes_in.saturating_sub(t.bytes_out));
 }
 
 /// What one thread allocated and freed while a closure ran, as returned by

@@ -65,13 +65,25 @@
 
 mod alloc;
 mod counters;
+mod report;
 mod rss;
+mod snapshot;
+mod symbols;
+mod sys;
+mod tracer;
 
 pub use crate::alloc::TraceAlloc;
 #[doc(hidden)]
 pub use crate::counters::__check_allocs;
-pub use crate::counters::{measure, reset_peak, stats, Delta, Stats};
+pub use crate::counters::{measure, stats, Delta, Stats};
 pub use crate::rss::rss;
+pub use crate::snapshot::{
+    object_traceback, take_snapshot, Frame, KeyType, Snapshot, Statistic, Trace, Traceback,
+};
+pub use crate::tracer::{
+    capture_method, clear_traces, is_tracing, reset_peak, start, stop, traceback_limit,
+    traced_memory, tracer_memory, CaptureMethod, Config, MAX_NFRAME,
+};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -25,7 +25,7 @@ pub fn rss() -> Option<usize> {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod imp {
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use crate::sys::page_size;
 
     pub(super) fn rss() -> Option<usize> {
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -36,20 +36,6 @@ mod imp {
     pub(super) fn resident_bytes(statm: &str, page_size: usize) -> Option<usize> {
         let pages: usize = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
         pages.checked_mul(page_size)
-    }
-
-    fn page_size() -> Option<usize> {
-        static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
-        let cached = PAGE_SIZE.load(Relaxed);
-        if cached != 0 {
-            return Some(cached);
-        }
-        // SAFETY: `sysconf` only reads its integer argument; `_SC_PAGESIZE`
-        // is a valid name on every Linux libc.
-        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let size = usize::try_from(size).ok().filter(|&s| s > 0)?;
-        PAGE_SIZE.store(size, Relaxed);
-        Some(size)
     }
 
     #[cfg(test)]

@@ -1,0 +1,282 @@
+//! Return addresses -> frames (function, file, line; inlined frames
+//! included), cached, and the trimming that makes frame 0 the user's line.
+//!
+//! Resolution runs only outside the allocation path (snapshots,
+//! `object_traceback`), under the reentrancy guard: the `backtrace` crate
+//! allocates and locks while it resolves, and what it caches is tracer memory.
+//!
+//! ```text
+//! CACHE   Mutex<Option<Cache>>, taken by take_snapshot / object_traceback
+//!   ips       return address -> its frames, innermost (inlined) first
+//!   stacks    (stack id, nframe) -> trimmed Traceback
+//!   strings   one Arc<str> per distinct file or function name
+//! ```
+//!
+//! Nothing is ever evicted: entries depend on code addresses only, and
+//! snapshots share the cached strings and frames (a cached value is only ever
+//! freed under the guard, so a snapshot dropped by user code never frees
+//! tracer memory).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::snapshot::{Frame, Traceback};
+use crate::tracer::stacks::{self, StackId};
+
+/// A resolved frame, and whether it is the tracer's, the unwinder's or the
+/// standard library's (decided on the full path, before it is shortened).
+type Classified = (Frame, bool);
+
+struct Cache {
+    ips: HashMap<usize, Arc<[Classified]>>,
+    stacks: HashMap<(StackId, usize), Traceback>,
+    strings: HashSet<Arc<str>>,
+    /// The working directory, to show paths under it as relative ones.
+    cwd: Option<String>,
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+const UNKNOWN: &str = "<unknown>";
+
+impl Cache {
+    fn new() -> Cache {
+        Cache {
+            ips: HashMap::new(),
+            stacks: HashMap::new(),
+            strings: HashSet::new(),
+            cwd: std::env::current_dir()
+                .ok()
+                .and_then(|d| d.to_str().map(|s| format!("{}/", s.trim_end_matches('/')))),
+        }
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(a.clone());
+        a
+    }
+
+    /// The frames at return address `ip`, innermost first.
+    fn frames_at(&mut self, ip: usize) -> Arc<[Classified]> {
+        if let Some(f) = self.ips.get(&ip) {
+            return f.clone();
+        }
+        let mut raw: Vec<(Option<String>, u32, Option<String>)> = Vec::new();
+        // A return address points after the call; `ip - 1` is inside it.
+        backtrace::resolve(ip.saturating_sub(1) as *mut std::ffi::c_void, |sym| {
+            let function = sym.name().map(|n| format!("{n:#}"));
+            let file = sym.filename().map(|p| p.to_string_lossy().into_owned());
+            raw.push((file, sym.lineno().unwrap_or(0), function));
+        });
+        if raw.is_empty() {
+            raw.push((None, 0, None));
+        }
+        let frames: Vec<Classified> = raw
+            .into_iter()
+            .map(|(file, line, function)| {
+                let function = function.as_deref().unwrap_or(UNKNOWN);
+                let internal = is_internal(file.as_deref().unwrap_or(UNKNOWN), function);
+                let file = match (&file, &self.cwd) {
+                    (Some(f), Some(cwd)) => f.strip_prefix(cwd.as_str()).unwrap_or(f).to_string(),
+                    (Some(f), None) => f.clone(),
+                    (None, _) => UNKNOWN.to_string(),
+                };
+                let line = if file == UNKNOWN { 0 } else { line };
+                let filename = self.intern(&file);
+                let function = self.intern(function);
+                (Frame::from_parts(filename, line, function), internal)
+            })
+            .collect();
+        let frames: Arc<[Classified]> = frames.into();
+        self.ips.insert(ip, frames.clone());
+        frames
+    }
+}
+
+/// The trimmed traceback of stack `id`, at most `nframe` frames. Must run
+/// under the reentrancy guard.
+pub(crate) fn traceback(id: StackId, nframe: usize) -> Traceback {
+    let mut guard = CACHE.lock();
+    let cache = guard.get_or_insert_with(Cache::new);
+    if let Some(t) = cache.stacks.get(&(id, nframe)) {
+        return t.clone();
+    }
+    let ips = stacks::record(id).map_or(&[][..], |r| r.frames());
+    let mut all: Vec<Classified> = Vec::new();
+    for &ip in ips {
+        all.extend(cache.frames_at(ip).iter().cloned());
+    }
+    let t = trimmed(all, nframe);
+    cache.stacks.insert((id, nframe), t.clone());
+    t
+}
+
+/// Drops this crate's, the unwinder's and the standard library's frames from
+/// the top, then keeps `nframe`. If nothing but such frames (or unknown
+/// ones) is left, the stack is kept from the first frame not known to be
+/// internal: better an unhelpful frame than none.
+fn trimmed(mut frames: Vec<Classified>, nframe: usize) -> Traceback {
+    let first_user = frames
+        .iter()
+        .position(|(f, internal)| !internal && f.filename() != UNKNOWN);
+    let k = first_user.unwrap_or_else(|| {
+        frames
+            .iter()
+            .position(|(_, internal)| !internal)
+            .unwrap_or(0)
+    });
+    frames.drain(..k);
+    let total = frames.len();
+    frames.truncate(nframe);
+    let frames: Vec<Frame> = frames.into_iter().map(|(f, _)| f).collect();
+    Traceback::from_parts(frames.into(), total)
+}
+
+/// This crate's sources, as the compiler saw them.
+const OUR_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+
+/// Whether a frame at `file` (the full path from the debug information) in
+/// `function` belongs to this crate, the stack unwinder or the standard
+/// library. With line tables only, inlined frames carry short function names
+/// (`alloc`, `with_capacity_in<u8>`), so the path decides where there is one.
+fn is_internal(file: &str, function: &str) -> bool {
+    if file.starts_with("/rustc/")
+        || file.contains("/rust/deps/")
+        || file.contains("/library/std/src/")
+        || file.starts_with(OUR_SOURCES)
+        || file.contains("/backtrace-0.")
+    {
+        return true;
+    }
+    if [
+        "__rust",
+        "__rdl_",
+        "__rg_",
+        "_Unwind_",
+        "__libc_start",
+        "_start",
+    ]
+    .iter()
+    .any(|p| function.starts_with(p))
+    {
+        return true;
+    }
+    if file != UNKNOWN {
+        // Known file, not ours nor std's: user code.
+        return false;
+    }
+    const INTERNAL: [&str; 5] = ["std", "core", "alloc", "tracealloc", "backtrace"];
+    let root = |path: &str| {
+        path.trim_start_matches('<')
+            .split("::")
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    if let Some(rest) = function.strip_prefix('<') {
+        // `<Type as Trait>::method`: internal if the type is, or if the type
+        // is a primitive or generic parameter and the trait is.
+        if let Some((ty, tr)) = rest.split_once(" as ") {
+            let ty_root = root(ty);
+            if INTERNAL.contains(&ty_root.as_str()) {
+                return true;
+            }
+            let primitive = !ty.contains("::");
+            return primitive && INTERNAL.contains(&root(tr).as_str());
+        }
+    }
+    INTERNAL.contains(&root(function).as_str())
+}
+
+/// Holds the cache lock (before `fork()`); see [`unlock`].
+pub(crate) fn lock() {
+    std::mem::forget(CACHE.lock());
+}
+
+/// Releases the lock taken by [`lock`].
+///
+/// # Safety
+///
+/// Only after [`lock`] on this thread (or, in a `fork()` child, on the thread
+/// that forked), with no guard of the lock alive.
+pub(crate) unsafe fn unlock() {
+    // SAFETY: the caller guarantees `lock` left the lock held.
+    unsafe { CACHE.force_unlock() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_frames() {
+        let ours = format!("{OUR_SOURCES}alloc.rs");
+        let internal = [
+            ("/rustc/abc123/library/alloc/src/raw_vec.rs", "finish_grow"),
+            (ours.as_str(), "on_alloc"),
+            (
+                "/home/u/.cargo/registry/src/x/backtrace-0.3.77/src/backtrace/libunwind.rs",
+                "trace",
+            ),
+            ("src/main.rs", "__rust_alloc"),
+            (UNKNOWN, "_Unwind_Backtrace"),
+            (UNKNOWN, "<alloc::vec::Vec<T> as core::clone::Clone>::clone"),
+            (
+                UNKNOWN,
+                "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            ),
+            (UNKNOWN, "tracealloc::alloc::on_alloc"),
+            (
+                "/rust/deps/hashbrown-0.15.2/src/raw/mod.rs",
+                "reserve_rehash",
+            ),
+        ];
+        for (file, func) in internal {
+            assert!(is_internal(file, func), "{file} {func}");
+        }
+        let user = [
+            ("/work/model/src/model.rs", "load"),
+            ("src/main.rs", "main"),
+            (UNKNOWN, "<model::Model as core::fmt::Display>::fmt"),
+            (UNKNOWN, "model::main::{{closure}}"),
+            (
+                "/home/u/.cargo/registry/src/x/hashbrown-0.15.2/src/map.rs",
+                "insert",
+            ),
+        ];
+        for (file, func) in user {
+            assert!(!is_internal(file, func), "{file} {func}");
+        }
+    }
+
+    fn frame(file: &str, line: u32, func: &str) -> Classified {
+        (Frame::new(file, line, func), is_internal(file, func))
+    }
+
+    #[test]
+    fn trimming_keeps_nframe_user_frames() {
+        let ours = format!("{OUR_SOURCES}tracer/mod.rs");
+        let frames = vec![
+            frame(&ours, 1, "record"),
+            frame("/rustc/x/library/alloc/src/alloc.rs", 2, "alloc"),
+            frame("src/model.rs", 42, "load"),
+            frame("src/main.rs", 7, "main"),
+            frame("/rustc/x/library/std/src/rt.rs", 9, "lang_start"),
+        ];
+        let t = trimmed(frames.clone(), 1);
+        assert_eq!(t.frames(), &[frames[2].0.clone()]);
+        assert_eq!(t.total_nframe(), 3);
+        let t = trimmed(frames.clone(), 10);
+        assert_eq!(t.frames().len(), 3);
+        assert_eq!(t.frames()[1], frames[3].0);
+        // Nothing but internal and unknown frames: keep from the unknown one.
+        let t = trimmed(vec![frames[0].clone(), frame(UNKNOWN, 0, "mystery")], 5);
+        assert_eq!(t.frames()[0].function(), "mystery");
+    }
+}

@@ -1,0 +1,161 @@
+//! The crate's calls into the operating system, each wrapped in a safe
+//! function: part of the unsafe bottom layer, with `alloc.rs` and the stack
+//! walk in `tracer/capture.rs`.
+//!
+//! - [`on_thread_exit`]: a POSIX thread-specific key whose destructor runs
+//!   when a thread exits, after its Rust (and C++) thread-local destructors,
+//!   so allocations made in those are still counted in the thread's own slot.
+//!   Thread-locals of this crate have no destructors (they must stay readable
+//!   while threads exit), so this is how a thread hands its resources back.
+//! - [`on_fork`]: `pthread_atfork` handlers.
+//! - [`stack_bounds`] and [`page_size`].
+
+#[cfg(unix)]
+mod imp {
+    use std::ffi::c_void;
+    use std::sync::atomic::{AtomicUsize, Ordering::*};
+    use std::sync::OnceLock;
+
+    /// The thread-exit key + 1; 0 while not yet created, `FAILED` if creation
+    /// failed.
+    static KEY: AtomicUsize = AtomicUsize::new(0);
+    const FAILED: usize = usize::MAX;
+    /// The function [`on_thread_exit`] arms.
+    static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
+
+    extern "C" fn run_exit_hook(_value: *mut c_void) {
+        if let Some(f) = EXIT_HOOK.get() {
+            f();
+        }
+    }
+
+    fn key() -> Option<libc::pthread_key_t> {
+        let mut k = KEY.load(Acquire);
+        if k == 0 {
+            let mut key: libc::pthread_key_t = 0;
+            // SAFETY: `key` is a valid place to write the new key;
+            // `run_exit_hook` is an `extern "C" fn(*mut c_void)` that lives
+            // for the whole program and does not unwind.
+            let created = unsafe { libc::pthread_key_create(&mut key, Some(run_exit_hook)) } == 0;
+            let mine = if created { key as usize + 1 } else { FAILED };
+            k = match KEY.compare_exchange(0, mine, AcqRel, Acquire) {
+                Ok(_) => mine,
+                Err(winner) => {
+                    if created {
+                        // SAFETY: `key` was created just above, and no thread
+                        // has been given it.
+                        unsafe { libc::pthread_key_delete(key) };
+                    }
+                    winner
+                }
+            };
+        }
+        (k != FAILED).then(|| (k - 1) as libc::pthread_key_t)
+    }
+
+    /// Arranges for `hook` to run when the calling thread exits. One hook per
+    /// process (the first one given). Without a key (the process ran out of
+    /// them), nothing runs.
+    pub(crate) fn on_thread_exit(hook: fn()) {
+        let _ = EXIT_HOOK.set(hook);
+        if let Some(key) = key() {
+            // SAFETY: `key` is a live key made by `pthread_key_create`; any
+            // non-null value arms the destructor, and it is never dereferenced.
+            unsafe {
+                libc::pthread_setspecific(key, std::ptr::NonNull::<u8>::dangling().as_ptr().cast())
+            };
+        }
+    }
+
+    static FORK_HOOKS: OnceLock<[fn(); 3]> = OnceLock::new();
+
+    fn run_fork_hook(i: usize) {
+        if let Some(hooks) = FORK_HOOKS.get() {
+            hooks[i]();
+        }
+    }
+
+    extern "C" fn fork_prepare() {
+        run_fork_hook(0);
+    }
+
+    extern "C" fn fork_parent() {
+        run_fork_hook(1);
+    }
+
+    extern "C" fn fork_child() {
+        run_fork_hook(2);
+    }
+
+    /// Runs `prepare` in the forking thread before `fork()`, and `parent` and
+    /// `child` after it, in each process. Only the first call registers.
+    pub(crate) fn on_fork(prepare: fn(), parent: fn(), child: fn()) {
+        if FORK_HOOKS.set([prepare, parent, child]).is_err() {
+            return;
+        }
+        // SAFETY: the three handlers are `extern "C" fn()`s that live for the
+        // whole program.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    }
+}
+
+#[cfg(not(unix))]
+mod imp {
+    /// Without POSIX thread-specific keys, nothing runs at thread exit.
+    pub(crate) fn on_thread_exit(_hook: fn()) {}
+
+    /// Without `fork()`, nothing to do.
+    pub(crate) fn on_fork(_prepare: fn(), _parent: fn(), _child: fn()) {}
+}
+
+pub(crate) use imp::{on_fork, on_thread_exit};
+
+/// The calling thread's stack, as `(low, high)` addresses.
+///
+/// glibc may read `/proc/self/maps` and use its own `malloc` here (not Rust's
+/// global allocator).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn stack_bounds() -> Option<(usize, usize)> {
+    // SAFETY: `attr` is initialised by `pthread_getattr_np` before it is
+    // read, and destroyed once; `addr` and `size` are valid places to write.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        let low = addr as usize;
+        (ok && size > 0).then(|| (low, low.saturating_add(size)))
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn stack_bounds() -> Option<(usize, usize)> {
+    None
+}
+
+/// The size of a memory page.
+#[cfg(unix)]
+pub(crate) fn page_size() -> Option<usize> {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    let cached = PAGE_SIZE.load(Relaxed);
+    if cached != 0 {
+        return Some(cached);
+    }
+    // SAFETY: `sysconf` only reads its integer argument; `_SC_PAGESIZE` is a
+    // valid name on every Unix libc.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = usize::try_from(size).ok().filter(|&s| s > 0)?;
+    PAGE_SIZE.store(size, Relaxed);
+    Some(size)
+}
+
+#[cfg(not(unix))]
+#[allow(dead_code)]
+pub(crate) fn page_size() -> Option<usize> {
+    None
+}

@@ -1,0 +1,545 @@
+//! Call-site tracing: `tracemalloc`'s module functions.
+//!
+//! ```text
+//! MODE           AtomicU8: OFF, ALL (trace every block) or SAMPLED; read
+//!                on every allocator event, written under CONTROL
+//! NFRAME, RATE   the session's traceback limit and sampling mean (bytes)
+//! CONTROL        Mutex: serialises start / stop / clear_traces
+//! TRACED_PEAK    PeakTracker of the traced bytes (threads' running totals in
+//!                the thread-local TRACED_PENDING)
+//! live::         address -> (size, stack) of each traced block (sharded)
+//! stacks::       interned stacks and their totals
+//! ```
+//!
+//! Every function here that takes a tracer lock first enters the reentrancy
+//! guard (see [`crate::alloc`]): a lock-holder that allocates must not come
+//! back into the tracer.
+
+pub(crate) mod capture;
+pub(crate) mod live;
+pub(crate) mod sample;
+pub(crate) mod stacks;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+
+use parking_lot::Mutex;
+
+use crate::alloc::ReentrancyGuard;
+use crate::counters::{self, PeakTracker};
+pub use capture::CaptureMethod;
+use live::Block;
+use stacks::StackId;
+
+/// The highest traceback limit [`start`] accepts.
+pub const MAX_NFRAME: usize = 256;
+
+/// Raw frames captured beyond the limit, so that the allocator's and the
+/// standard library's frames can be trimmed from the top and `nframe` user
+/// frames still remain.
+const EXTRA_FRAMES: usize = 24;
+
+const OFF: u8 = 0;
+const ALL: u8 = 1;
+const SAMPLED: u8 = 2;
+
+static MODE: AtomicU8 = AtomicU8::new(OFF);
+static NFRAME: AtomicUsize = AtomicUsize::new(1);
+static RATE: AtomicU64 = AtomicU64::new(0);
+static CONTROL: Mutex<()> = Mutex::new(());
+static TRACED_PEAK: PeakTracker = PeakTracker::new();
+
+thread_local! {
+    static TRACED_PENDING: Cell<i64> = const { Cell::new(0) };
+}
+
+// ---------------------------------------------------------------------------
+// Hooks for the allocation path (alloc.rs).
+
+/// Whether a tracing session is on: one relaxed load.
+#[inline(always)]
+pub(crate) fn active() -> bool {
+    MODE.load(Relaxed) != OFF
+}
+
+/// Whether a new block of `size` bytes is to be traced (sampling decides
+/// here, without the guard or a stack capture).
+#[inline]
+pub(crate) fn wants(size: usize) -> bool {
+    match MODE.load(Relaxed) {
+        ALL => true,
+        SAMPLED => sample::should_sample(size, RATE.load(Relaxed)),
+        _ => false,
+    }
+}
+
+fn add_traced(delta: i64) {
+    let _ = TRACED_PENDING.try_with(|p| TRACED_PEAK.add(p, delta));
+}
+
+/// Traces the new block at `addr`. Under the reentrancy guard.
+#[inline(never)]
+pub(crate) fn on_alloc(addr: usize, size: usize) {
+    let nframe = NFRAME.load(Relaxed);
+    let generation = live::GENERATION.load(Acquire);
+    // Small buffers for the usual small limits: zeroing 2 KiB on every
+    // allocation would cost more than walking the stack.
+    if nframe + EXTRA_FRAMES <= 32 {
+        record::<32>(addr, size, nframe, generation);
+    } else if nframe + EXTRA_FRAMES <= 64 {
+        record::<64>(addr, size, nframe, generation);
+    } else {
+        record::<{ MAX_NFRAME + EXTRA_FRAMES }>(addr, size, nframe, generation);
+    }
+}
+
+#[inline(always)]
+fn record<const N: usize>(addr: usize, size: usize, nframe: usize, generation: u64) {
+    let mut buf = [0usize; N];
+    let n = capture::capture(&mut buf[..(nframe + EXTRA_FRAMES).min(N)]);
+    let Some(id) = stacks::intern(&buf[..n]) else {
+        return;
+    };
+    if live::insert(addr, size, id, generation) {
+        stacks::on_alloc(id, size);
+        add_traced(size as i64);
+    }
+}
+
+/// Forgets the block at `addr`, which is being freed. Under the guard.
+#[inline(never)]
+pub(crate) fn on_free(addr: usize) {
+    if let Some(b) = live::remove(addr) {
+        finish_take(b);
+    }
+}
+
+/// A traced block taken out of the table by [`take`], with the generation it
+/// belongs to.
+pub(crate) struct Taken {
+    block: Block,
+    generation: u64,
+}
+
+/// Takes the block at `addr` out of the table before a `realloc`; see
+/// [`put_back`] and [`finish_take`]. Under the guard.
+#[inline(never)]
+pub(crate) fn take(addr: usize) -> Option<Taken> {
+    let generation = live::GENERATION.load(Acquire);
+    live::remove(addr).map(|block| Taken { block, generation })
+}
+
+/// The `realloc` failed: the block is still there, as it was. Under the guard.
+pub(crate) fn put_back(addr: usize, t: Taken) {
+    live::insert(addr, t.block.size, t.block.stack, t.generation);
+}
+
+/// The block taken out is gone for good (the `realloc` succeeded). Under the
+/// guard.
+pub(crate) fn finish(t: Taken) {
+    finish_take(t.block);
+}
+
+fn finish_take(b: Block) {
+    stacks::on_free(b.stack, b.size);
+    add_traced(-(b.size as i64));
+}
+
+/// The calling thread is exiting: push its running traced total.
+pub(crate) fn thread_exit() {
+    let _ = TRACED_PENDING.try_with(|p| TRACED_PEAK.push(p.replace(0)));
+}
+
+// ---------------------------------------------------------------------------
+// Fork: hold every tracer lock across `fork()`, so the child never inherits
+// one held by a thread that does not exist there.
+
+static FORK_GUARD: AtomicU8 = AtomicU8::new(0);
+
+fn fork_prepare() {
+    // The guard stays set across the fork: nothing the handlers do may
+    // trace. It is cleared in both processes after.
+    std::mem::forget(ReentrancyGuard::enter());
+    std::mem::forget(CONTROL.lock());
+    crate::symbols::lock();
+    stacks::lock_all();
+    live::lock_all();
+    FORK_GUARD.store(1, Relaxed);
+}
+
+fn fork_release() {
+    if FORK_GUARD.swap(0, Relaxed) == 0 {
+        return;
+    }
+    // SAFETY: `fork_prepare` took every one of these locks on this thread
+    // (in the child: on the thread that forked, which is this one) and
+    // dropped no guard of them.
+    unsafe {
+        live::unlock_all();
+        stacks::unlock_all();
+        crate::symbols::unlock();
+        CONTROL.force_unlock();
+    }
+    ReentrancyGuard::release_forgotten();
+}
+
+// ---------------------------------------------------------------------------
+// The public API.
+
+/// Starts tracing: from now on each new block's call stack is recorded,
+/// keeping `nframe` frames (after trimming the allocator's and the standard
+/// library's frames: with 1, the frame is the line of your code that
+/// allocated).
+///
+/// Like `tracemalloc.start`: a second call while tracing does nothing (the
+/// first limit is kept). Use [`Config`] for sampling.
+///
+/// # Panics
+///
+/// If `nframe` is 0 or above [`MAX_NFRAME`].
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(1);
+///     assert!(tracealloc::is_tracing());
+///     let v = std::hint::black_box(vec![0u8; 1000]);
+///     assert_eq!(tracealloc::traced_memory().0, 1000);
+///     tracealloc::stop();
+///     drop(v);
+/// }
+/// ```
+pub fn start(nframe: usize) {
+    Config::new().frames(nframe).start();
+}
+
+/// Options for a tracing session; [`start`](Config::start) begins it.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     // Keep 8 frames; trace about one block per 512 KiB allocated.
+///     tracealloc::Config::new().frames(8).sample_bytes(512 * 1024).start();
+///     assert_eq!(tracealloc::traceback_limit(), 8);
+///     tracealloc::stop();
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a Config does nothing until `.start()`"]
+pub struct Config {
+    frames: usize,
+    sample_bytes: Option<u64>,
+    capture: Option<CaptureMethod>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+impl Config {
+    /// One frame, every block traced, capture method chosen at start.
+    pub fn new() -> Self {
+        Config {
+            frames: 1,
+            sample_bytes: None,
+            capture: None,
+        }
+    }
+
+    /// Keep `n` frames per traceback (1 to [`MAX_NFRAME`]; checked by
+    /// [`start`](Config::start)).
+    pub fn frames(self, n: usize) -> Self {
+        Config { frames: n, ..self }
+    }
+
+    /// Trace a sample instead of every block: Poisson sampling by bytes with
+    /// mean `rate`, as jemalloc and tcmalloc do it. A block of `size` bytes is
+    /// traced with probability `1 - exp(-size / rate)`, and snapshots weight
+    /// each traced block by the inverse, so their statistics are unbiased
+    /// estimates. The relative standard error of a site holding `B` bytes is
+    /// about `sqrt(rate / B)`: at 512 KiB, 7 % for 100 MiB, 70 % for 1 MiB.
+    /// A `rate` of 0 traces every block.
+    pub fn sample_bytes(self, rate: u64) -> Self {
+        Config {
+            sample_bytes: (rate > 0).then_some(rate),
+            ..self
+        }
+    }
+
+    /// Capture stacks with this method instead of the one `start` would
+    /// choose (for benchmarks and tests). Frame pointers are only used where
+    /// the platform supports walking them; elsewhere the unwinder is.
+    pub fn capture(self, method: CaptureMethod) -> Self {
+        Config {
+            capture: Some(method),
+            ..self
+        }
+    }
+
+    /// Starts tracing with these options; does nothing if already tracing.
+    ///
+    /// # Panics
+    ///
+    /// If the frame limit is 0 or above [`MAX_NFRAME`].
+    pub fn start(self) {
+        assert!(
+            (1..=MAX_NFRAME).contains(&self.frames),
+            "tracealloc: the traceback limit must be between 1 and {MAX_NFRAME}, got {}",
+            self.frames
+        );
+        let _guard = ReentrancyGuard::enter();
+        let _control = CONTROL.lock();
+        if MODE.load(Relaxed) != OFF {
+            return;
+        }
+        crate::sys::on_fork(fork_prepare, fork_release, fork_release);
+        let method = match self.capture {
+            Some(CaptureMethod::FramePointers) if capture::FRAME_POINTERS_SUPPORTED => {
+                CaptureMethod::FramePointers
+            }
+            Some(_) => CaptureMethod::Unwinder,
+            None => capture::choose_method(),
+        };
+        capture::set_method(method);
+        NFRAME.store(self.frames, Relaxed);
+        RATE.store(self.sample_bytes.unwrap_or(0), Relaxed);
+        live::clear(self.sample_bytes.is_some());
+        stacks::reset_totals();
+        TRACED_PEAK.clear();
+        let mode = if self.sample_bytes.is_some() {
+            SAMPLED
+        } else {
+            ALL
+        };
+        MODE.store(mode, Release);
+    }
+}
+
+/// Stops tracing and drops every trace (like `tracemalloc.stop`). The interned
+/// stacks and the symbol cache are kept: they depend only on code addresses
+/// and serve the next session.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(1);
+///     tracealloc::stop();
+///     assert!(!tracealloc::is_tracing());
+///     assert_eq!(tracealloc::traced_memory(), (0, 0));
+/// }
+/// ```
+pub fn stop() {
+    let _guard = ReentrancyGuard::enter();
+    let _control = CONTROL.lock();
+    MODE.store(OFF, Release);
+    live::clear(false);
+    stacks::reset_totals();
+    TRACED_PEAK.clear();
+}
+
+/// Whether tracing is on.
+///
+/// # Examples
+///
+/// ```
+/// assert!(!tracealloc::is_tracing());
+/// ```
+pub fn is_tracing() -> bool {
+    active()
+}
+
+/// The traceback limit of the current (or last) session: the most frames a
+/// traceback keeps. 1 before any session.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(tracealloc::traceback_limit(), 1);
+/// ```
+pub fn traceback_limit() -> usize {
+    NFRAME.load(Relaxed)
+}
+
+/// Drops every trace (and the traced peak) but keeps tracing, like
+/// `tracemalloc.clear_traces`. Blocks allocated while it runs may go
+/// untraced.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(1);
+///     let v = std::hint::black_box(vec![1u8; 100]);
+///     tracealloc::clear_traces();
+///     assert_eq!(tracealloc::traced_memory(), (0, 0));
+///     drop(v);
+///     tracealloc::stop();
+/// }
+/// ```
+pub fn clear_traces() {
+    let _guard = ReentrancyGuard::enter();
+    let _control = CONTROL.lock();
+    let mode = MODE.load(Relaxed);
+    if mode == OFF {
+        return;
+    }
+    live::clear(mode == SAMPLED);
+    stacks::reset_totals();
+    TRACED_PEAK.clear();
+}
+
+/// `(current, peak)` bytes of the traced blocks; `(0, 0)` when not tracing.
+///
+/// Sizes are the blocks' own (with sampling: of the sampled blocks only;
+/// snapshots give the estimates). The peak is since `start`, the last
+/// `clear_traces` or [`reset_peak`], within 64 KiB per allocating thread, and
+/// never below the current value.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(1);
+///     drop(std::hint::black_box(vec![0u8; 1 << 20]));
+///     let (current, peak) = tracealloc::traced_memory();
+///     assert!(peak >= current + (1 << 20) - 64 * 1024);
+///     tracealloc::stop();
+/// }
+/// ```
+pub fn traced_memory() -> (usize, usize) {
+    if !active() {
+        return (0, 0);
+    }
+    let _guard = ReentrancyGuard::enter();
+    let (bytes, _) = live::totals();
+    let peak = TRACED_PEAK.peak(bytes);
+    (clamp(bytes), clamp(peak))
+}
+
+fn clamp(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// Sets the peaks to the current values: `peak_bytes` of
+/// [`stats`](crate::stats) and the peak of [`traced_memory`].
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     drop(std::hint::black_box(vec![0u8; 1 << 20]));
+///     tracealloc::reset_peak();
+///     let s = tracealloc::stats();
+///     assert!(s.peak_bytes < s.current_bytes + (1 << 20));
+/// }
+/// ```
+pub fn reset_peak() {
+    counters::reset_heap_peak();
+    if active() {
+        let _guard = ReentrancyGuard::enter();
+        TRACED_PEAK.reset(live::totals().0);
+    }
+}
+
+/// Bytes the tracer itself holds: its tables of live blocks and of interned
+/// stacks, the symbol cache (and the debug information the resolver loaded),
+/// plus its static tables. The heap part is measured: every block the tracer
+/// allocates is counted here instead of in [`stats`](crate::stats).
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     let before = tracealloc::tracer_memory();
+///     tracealloc::start(1);
+///     let v: Vec<Box<u64>> = (0..10_000).map(Box::new).collect();
+///     assert!(tracealloc::tracer_memory() > before);
+///     tracealloc::stop();
+///     drop(v);
+/// }
+/// ```
+pub fn tracer_memory() -> usize {
+    counters::tracer_heap_bytes() + live::STATIC_BYTES + stacks::STATIC_BYTES
+}
+
+/// How stacks are captured: chosen by [`start`] (frame pointers where a test
+/// walk agrees with the unwinder, the unwinder otherwise); `None` before the
+/// first session.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(1);
+///     println!("capturing with {:?}", tracealloc::capture_method());
+///     assert!(tracealloc::capture_method().is_some());
+///     tracealloc::stop();
+/// }
+/// ```
+pub fn capture_method() -> Option<CaptureMethod> {
+    capture::method()
+}
+
+/// The live traced blocks, copied out for a snapshot.
+pub(crate) struct RawTraces {
+    /// `(size, stack)` per block.
+    pub(crate) blocks: Vec<(usize, StackId)>,
+    pub(crate) nframe: usize,
+    pub(crate) sample_bytes: Option<u64>,
+}
+
+/// Copies the live traced blocks, holding each shard's lock only while its
+/// blocks are copied; `None` when not tracing. Under the guard: the copy is
+/// tracer memory.
+pub(crate) fn raw_traces() -> Option<RawTraces> {
+    let _control = CONTROL.lock();
+    let mode = MODE.load(Relaxed);
+    if mode == OFF {
+        return None;
+    }
+    let (_, n) = live::totals();
+    let mut blocks = Vec::with_capacity(n + n / 8 + 16);
+    live::for_each(|size, stack| blocks.push((size, stack)));
+    Some(RawTraces {
+        blocks,
+        nframe: NFRAME.load(Relaxed),
+        sample_bytes: (mode == SAMPLED).then(|| RATE.load(Relaxed)),
+    })
+}
+
+/// The stack of the traced block at `addr`, and the session's limit.
+pub(crate) fn stack_of(addr: usize) -> Option<(StackId, usize)> {
+    if !active() {
+        return None;
+    }
+    live::get(addr).map(|b| (b.stack, NFRAME.load(Relaxed)))
+}
