@@ -20,10 +20,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use std::sync::Mutex;
 
 use crate::snapshot::{Frame, Traceback};
 use crate::tracer::stacks::{self, StackId};
+use crate::tracer::{lock, Held};
 
 /// A resolved frame, and whether it is the tracer's, the unwinder's or the
 /// standard library's (decided on the full path, before it is shortened).
@@ -102,7 +103,7 @@ impl Cache {
 /// The trimmed traceback of stack `id`, at most `nframe` frames. Must run
 /// under the reentrancy guard.
 pub(crate) fn traceback(id: StackId, nframe: usize) -> Traceback {
-    let mut guard = CACHE.lock();
+    let mut guard = lock(&CACHE);
     let cache = guard.get_or_insert_with(Cache::new);
     if let Some(t) = cache.stacks.get(&(id, nframe)) {
         return t.clone();
@@ -194,20 +195,9 @@ fn is_internal(file: &str, function: &str) -> bool {
     INTERNAL.contains(&root(function).as_str())
 }
 
-/// Holds the cache lock (before `fork()`); see [`unlock`].
-pub(crate) fn lock() {
-    std::mem::forget(CACHE.lock());
-}
-
-/// Releases the lock taken by [`lock`].
-///
-/// # Safety
-///
-/// Only after [`lock`] on this thread (or, in a `fork()` child, on the thread
-/// that forked), with no guard of the lock alive.
-pub(crate) unsafe fn unlock() {
-    // SAFETY: the caller guarantees `lock` left the lock held.
-    unsafe { CACHE.force_unlock() };
+/// Takes the cache lock into `held` (before `fork()`).
+pub(crate) fn hold(held: &mut Held) {
+    held.push(Box::new(lock(&CACHE)));
 }
 
 #[cfg(test)]

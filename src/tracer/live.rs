@@ -17,7 +17,9 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
-use parking_lot::Mutex;
+use std::sync::Mutex;
+
+use super::{lock, Held};
 
 use super::stacks::StackId;
 
@@ -223,7 +225,7 @@ impl LiveMap {
 /// Must run under the reentrancy guard (the table may grow).
 #[inline]
 pub(crate) fn insert(addr: usize, size: usize, stack: StackId, generation: u64) -> bool {
-    let mut map = shard_of(addr).lock();
+    let mut map = lock(shard_of(addr));
     if GENERATION.load(Acquire) != generation {
         return false;
     }
@@ -241,7 +243,7 @@ pub(crate) fn remove(addr: usize) -> Option<Block> {
     if filtered && filter_slot(addr).load(Relaxed) == 0 {
         return None;
     }
-    let block = shard_of(addr).lock().remove(addr)?;
+    let block = lock(shard_of(addr)).remove(addr)?;
     if filtered {
         filter_slot(addr).fetch_sub(1, Relaxed);
     }
@@ -250,7 +252,7 @@ pub(crate) fn remove(addr: usize) -> Option<Block> {
 
 /// The traced block at `addr`, if any.
 pub(crate) fn get(addr: usize) -> Option<Block> {
-    let map = shard_of(addr).lock();
+    let map = lock(shard_of(addr));
     let i = map.find(addr)?;
     let e = map.slots[i];
     Some(Block {
@@ -267,7 +269,7 @@ pub(crate) fn clear(filtered: bool) {
     GENERATION.fetch_add(1, AcqRel);
     FILTERED.store(0, Relaxed);
     for s in &SHARDS_ {
-        let mut map = s.0.lock();
+        let mut map = lock(&s.0);
         map.clear();
     }
     for f in &MAYBE {
@@ -284,7 +286,7 @@ pub(crate) const STATIC_BYTES: usize =
 /// Total traced bytes and blocks now.
 pub(crate) fn totals() -> (u64, usize) {
     SHARDS_.iter().fold((0, 0), |(b, n), s| {
-        let map = s.0.lock();
+        let map = lock(&s.0);
         (b + map.bytes, n + map.len)
     })
 }
@@ -294,30 +296,17 @@ pub(crate) fn totals() -> (u64, usize) {
 /// allocate outside the guard nor take a shard lock.
 pub(crate) fn for_each(mut f: impl FnMut(usize, StackId)) {
     for s in &SHARDS_ {
-        let map = s.0.lock();
+        let map = lock(&s.0);
         for e in map.slots.iter().filter(|e| e.addr != 0) {
             f(map.size_of(e), e.stack);
         }
     }
 }
 
-/// Holds every shard lock (before `fork()`); see [`unlock_all`].
-pub(crate) fn lock_all() {
+/// Takes every shard lock into `held` (before `fork()`).
+pub(crate) fn hold_all(held: &mut Held) {
     for s in &SHARDS_ {
-        std::mem::forget(s.0.lock());
-    }
-}
-
-/// Releases the locks taken by [`lock_all`].
-///
-/// # Safety
-///
-/// Only after [`lock_all`] on this thread (or, in a `fork()` child, on the
-/// thread that forked), with no guard of those locks alive.
-pub(crate) unsafe fn unlock_all() {
-    for s in &SHARDS_ {
-        // SAFETY: the caller guarantees `lock_all` left this lock held.
-        unsafe { s.0.force_unlock() };
+        held.push(Box::new(lock(&s.0)));
     }
 }
 

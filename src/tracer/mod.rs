@@ -23,7 +23,9 @@ pub(crate) mod stacks;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
-use parking_lot::Mutex;
+use std::any::Any;
+use std::cell::RefCell;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::alloc::ReentrancyGuard;
 use crate::counters::{self, PeakTracker};
@@ -151,35 +153,40 @@ pub(crate) fn thread_exit() {
 }
 
 // ---------------------------------------------------------------------------
-// Fork: hold every tracer lock across `fork()`, so the child never inherits
-// one held by a thread that does not exist there.
+// Locks, and fork: hold every tracer lock across `fork()`, so the child never
+// inherits one held by a thread that does not exist there.
 
-static FORK_GUARD: AtomicU8 = AtomicU8::new(0);
+/// Takes a tracer lock. Poisoning is ignored: no code panics while holding
+/// one, and a panic elsewhere must not disable the tracer.
+#[inline]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Lock guards held across `fork()`.
+pub(crate) type Held = Vec<Box<dyn Any>>;
+
+thread_local! {
+    static HELD: RefCell<Held> = const { RefCell::new(Vec::new()) };
+}
 
 fn fork_prepare() {
-    // The guard stays set across the fork: nothing the handlers do may
-    // trace. It is cleared in both processes after.
+    // The guard stays set across the fork (nothing done here may trace) and
+    // is cleared in both processes after.
     std::mem::forget(ReentrancyGuard::enter());
-    std::mem::forget(CONTROL.lock());
-    crate::symbols::lock();
-    stacks::lock_all();
-    live::lock_all();
-    FORK_GUARD.store(1, Relaxed);
+    // In the order every other path takes them: CONTROL, the symbol cache,
+    // the stack index, the live table.
+    let mut held: Held = vec![Box::new(lock(&CONTROL))];
+    crate::symbols::hold(&mut held);
+    stacks::hold_all(&mut held);
+    live::hold_all(&mut held);
+    let _ = HELD.try_with(|h| *h.borrow_mut() = held);
 }
 
 fn fork_release() {
-    if FORK_GUARD.swap(0, Relaxed) == 0 {
-        return;
-    }
-    // SAFETY: `fork_prepare` took every one of these locks on this thread
-    // (in the child: on the thread that forked, which is this one) and
-    // dropped no guard of them.
-    unsafe {
-        live::unlock_all();
-        stacks::unlock_all();
-        crate::symbols::unlock();
-        CONTROL.force_unlock();
-    }
+    // Dropping the guards unlocks; in the child, a futex wake for a waiter
+    // that is not there is harmless.
+    let _ = HELD.try_with(|h| drop(std::mem::take(&mut *h.borrow_mut())));
     ReentrancyGuard::release_forgotten();
 }
 
@@ -298,7 +305,7 @@ impl Config {
             self.frames
         );
         let _guard = ReentrancyGuard::enter();
-        let _control = CONTROL.lock();
+        let _control = lock(&CONTROL);
         if MODE.load(Relaxed) != OFF {
             return;
         }
@@ -344,7 +351,7 @@ impl Config {
 /// ```
 pub fn stop() {
     let _guard = ReentrancyGuard::enter();
-    let _control = CONTROL.lock();
+    let _control = lock(&CONTROL);
     MODE.store(OFF, Release);
     live::clear(false);
     stacks::reset_totals();
@@ -395,7 +402,7 @@ pub fn traceback_limit() -> usize {
 /// ```
 pub fn clear_traces() {
     let _guard = ReentrancyGuard::enter();
-    let _control = CONTROL.lock();
+    let _control = lock(&CONTROL);
     let mode = MODE.load(Relaxed);
     if mode == OFF {
         return;
@@ -521,7 +528,7 @@ pub(crate) struct RawTraces {
 /// blocks are copied; `None` when not tracing. Under the guard: the copy is
 /// tracer memory.
 pub(crate) fn raw_traces() -> Option<RawTraces> {
-    let _control = CONTROL.lock();
+    let _control = lock(&CONTROL);
     let mode = MODE.load(Relaxed);
     if mode == OFF {
         return None;

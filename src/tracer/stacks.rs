@@ -23,7 +23,9 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::OnceLock;
 
-use parking_lot::Mutex;
+use std::sync::Mutex;
+
+use super::{lock, Held};
 
 pub(crate) type StackId = u32;
 
@@ -129,7 +131,7 @@ pub(crate) fn intern(frames: &[usize]) -> Option<StackId> {
 }
 
 fn intern_locked(h: u64, frames: &[usize]) -> Option<StackId> {
-    let mut shard = INDEX[(h >> 56) as usize % INDEX_SHARDS].lock();
+    let mut shard = lock(&INDEX[(h >> 56) as usize % INDEX_SHARDS]);
     if shard.slots.is_empty() {
         shard.slots = vec![(0, EMPTY); 64];
     }
@@ -212,23 +214,10 @@ pub(crate) fn reset_totals() {
     }
 }
 
-/// Holds every index lock (before `fork()`); see [`unlock_all`].
-pub(crate) fn lock_all() {
+/// Takes every index lock into `held` (before `fork()`).
+pub(crate) fn hold_all(held: &mut Held) {
     for s in &INDEX {
-        std::mem::forget(s.lock());
-    }
-}
-
-/// Releases the locks taken by [`lock_all`], in the parent and in the child.
-///
-/// # Safety
-///
-/// Only after [`lock_all`] on this thread (or, in a `fork()` child, on the
-/// thread that forked), with no guard of those locks alive.
-pub(crate) unsafe fn unlock_all() {
-    for s in &INDEX {
-        // SAFETY: the caller guarantees `lock_all` left this lock held.
-        unsafe { s.force_unlock() };
+        held.push(Box::new(lock(s)));
     }
 }
 

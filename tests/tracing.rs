@@ -1,0 +1,535 @@
+//! End-to-end call-site tracing: sites at their exact file and line, realloc
+//! re-keying, exact per-site counts across threads, sampling estimates,
+//! control calls racing allocating threads, fork, and the API's limits.
+//!
+//! Tracing is process-wide, so this binary runs its tests one after another
+//! on the main thread (`solo`), each starting and stopping its own session.
+//!
+//! CI also builds it with `-C force-frame-pointers=yes` and sets
+//! `TRACEALLOC_EXPECT_CAPTURE=frame-pointers`, so the frame-pointer walk is
+//! checked as well as the unwinder.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use tracealloc::{
+    capture_method, measure, object_traceback, start, stop, take_snapshot, traced_memory,
+    CaptureMethod, Config, KeyType, Snapshot, TraceAlloc,
+};
+
+mod solo;
+
+#[global_allocator]
+static GLOBAL: TraceAlloc = TraceAlloc::system();
+
+fn main() -> std::process::ExitCode {
+    // Each test starts and stops its own session; one that fails midway
+    // leaves tracing on, so the next ones begin with a `stop()`.
+    solo::run(&[
+        (
+            "capture_method_is_the_expected_one",
+            capture_method_is_the_expected_one,
+        ),
+        (
+            "known_site_by_object_traceback_and_lineno",
+            known_site_by_object_traceback_and_lineno,
+        ),
+        (
+            "deeper_tracebacks_keep_nframe_user_frames",
+            deeper_tracebacks_keep_nframe_user_frames,
+        ),
+        (
+            "realloc_rekeys_to_the_new_block_and_site",
+            realloc_rekeys_to_the_new_block_and_site,
+        ),
+        (
+            "four_threads_at_one_site_count_exactly",
+            four_threads_at_one_site_count_exactly,
+        ),
+        (
+            "sampling_estimates_within_their_error",
+            sampling_estimates_within_their_error,
+        ),
+        (
+            "control_calls_race_allocating_threads",
+            control_calls_race_allocating_threads,
+        ),
+        (
+            "measure_ignores_the_tracer_s_own_allocations",
+            measure_ignores_the_tracer_s_own_allocations,
+        ),
+        ("traced_memory_and_its_peak", traced_memory_and_its_peak),
+        ("tracer_memory_per_live_block", tracer_memory_per_live_block),
+        ("limits_and_misuse", limits_and_misuse),
+        (
+            "thread_exit_allocations_are_traced",
+            thread_exit_allocations_are_traced,
+        ),
+        (
+            "fork_child_traces_and_does_not_deadlock",
+            fork_child_traces_and_does_not_deadlock,
+        ),
+    ])
+}
+
+/// The site `(file, line)` of the allocation in `$e`, which must sit on the
+/// same line as this macro call.
+macro_rules! here {
+    ($e:expr) => {
+        ($e, (file!(), line!()))
+    };
+}
+
+fn site_of<T>(ptr: *const T) -> (String, u32) {
+    let t = object_traceback(ptr).expect("the block is traced");
+    let f = &t.frames()[0];
+    (f.filename().to_string(), f.lineno())
+}
+
+fn lineno_stat(s: &Snapshot, site: (&str, u32)) -> Option<(usize, usize)> {
+    s.statistics(KeyType::Lineno, false)
+        .into_iter()
+        .find(|st| {
+            st.traceback.frames()[0].filename() == site.0
+                && st.traceback.frames()[0].lineno() == site.1
+        })
+        .map(|st| (st.size, st.count))
+}
+
+fn capture_method_is_the_expected_one() {
+    stop();
+    start(1);
+    let method = capture_method().expect("chosen at start");
+    stop();
+    eprintln!("capture method: {method:?}");
+    match std::env::var("TRACEALLOC_EXPECT_CAPTURE").as_deref() {
+        Ok("frame-pointers") => assert_eq!(method, CaptureMethod::FramePointers),
+        Ok("unwinder") => assert_eq!(method, CaptureMethod::Unwinder),
+        _ => {}
+    }
+}
+
+fn known_site_by_object_traceback_and_lineno() {
+    stop();
+    start(1);
+    let (v, site) = here!(black_box(vec![7u8; 123_457]));
+    let (b, bsite) = here!(black_box(Box::new([1u64; 9])));
+    assert_eq!(site_of(v.as_ptr()), (site.0.to_string(), site.1));
+    assert_eq!(site_of(&*b), (bsite.0.to_string(), bsite.1));
+    let snapshot = take_snapshot();
+    assert_eq!(lineno_stat(&snapshot, site), Some((123_457, 1)));
+    assert_eq!(lineno_stat(&snapshot, bsite), Some((72, 1)));
+    assert_eq!(snapshot.traceback_limit(), 1);
+    let t = snapshot
+        .traces()
+        .iter()
+        .find(|t| t.size == 123_457)
+        .unwrap();
+    assert_eq!(t.traceback.frames().len(), 1);
+    assert!(
+        t.traceback.total_nframe() >= 2,
+        "main and the harness are below"
+    );
+    stop();
+    assert!(
+        object_traceback(v.as_ptr()).is_none(),
+        "stop drops every trace"
+    );
+}
+
+#[inline(never)]
+fn inner_alloc(n: usize) -> (Vec<u32>, u32) {
+    let (v, (_, line)) = here!(black_box(vec![3u32; n]));
+    (v, line)
+}
+
+fn deeper_tracebacks_keep_nframe_user_frames() {
+    stop();
+    start(2);
+    let (v, inner_line) = inner_alloc(1000);
+    let outer_line = line!() - 1;
+    let t = object_traceback(v.as_ptr()).unwrap();
+    let frames: Vec<(&str, u32)> = t
+        .frames()
+        .iter()
+        .map(|f| (f.filename(), f.lineno()))
+        .collect();
+    assert_eq!(frames, [(file!(), inner_line), (file!(), outer_line)]);
+    assert!(t.total_nframe() > 2);
+    assert!(
+        t.frames()[0].function().contains("inner_alloc"),
+        "{:?}",
+        t.frames()[0]
+    );
+    let lines = t.format(None, true);
+    assert_eq!(
+        lines[0],
+        format!("  File \"{}\", line {inner_line}", file!())
+    );
+    assert!(
+        lines[1].contains("here!(black_box(vec![3u32; n]))"),
+        "{lines:?}"
+    );
+    stop();
+}
+
+fn realloc_rekeys_to_the_new_block_and_site() {
+    stop();
+    start(1);
+    let (mut v, first) = here!(black_box(Vec::<u8>::with_capacity(16)));
+    v.push(1);
+    assert_eq!(site_of(v.as_ptr()).1, first.1);
+    let old = v.as_ptr() as usize;
+    let (_, grow) = here!(v.reserve_exact(4 << 20));
+    let new = v.as_ptr() as usize;
+    assert_eq!(
+        site_of(v.as_ptr()).1,
+        grow.1,
+        "traced at the realloc's site"
+    );
+    let snapshot = take_snapshot();
+    assert_eq!(lineno_stat(&snapshot, first), None, "the old trace is gone");
+    assert_eq!(
+        lineno_stat(&snapshot, grow),
+        Some((v.capacity(), 1)),
+        "with the new size"
+    );
+    if new != old {
+        assert!(object_traceback(old as *const u8).is_none());
+    }
+    // Shrinking re-keys too.
+    let (_, shrink) = here!(v.shrink_to_fit());
+    assert_eq!(site_of(v.as_ptr()).1, shrink.1);
+    assert_eq!(lineno_stat(&take_snapshot(), shrink), Some((1, 1)));
+    stop();
+}
+
+#[inline(never)]
+fn make_block(i: usize) -> Box<[u8; 100]> {
+    black_box(Box::new([i as u8; 100]))
+}
+
+fn four_threads_at_one_site_count_exactly() {
+    stop();
+    start(1);
+    let site_probe = make_block(0);
+    let (file, line) = site_of(&*site_probe);
+    drop(site_probe);
+    let go = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let go = go.clone();
+            std::thread::spawn(move || {
+                go.wait();
+                let mut kept = Vec::with_capacity(2500);
+                for i in 0..5000 {
+                    let b = make_block(i);
+                    if i % 2 == 0 {
+                        kept.push(b);
+                    }
+                }
+                kept
+            })
+        })
+        .collect();
+    let kept: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let snapshot = take_snapshot();
+    assert_eq!(
+        lineno_stat(&snapshot, (&file, line)),
+        Some((4 * 2500 * 100, 4 * 2500))
+    );
+    stop();
+    drop(kept);
+}
+
+#[inline(never)]
+fn small_block() -> Box<[u8; 1000]> {
+    black_box(Box::new([0u8; 1000]))
+}
+
+#[inline(never)]
+fn big_block() -> Vec<u8> {
+    black_box(vec![0u8; 1 << 20])
+}
+
+fn sampling_estimates_within_their_error() {
+    stop();
+    const RATE: u64 = 64 * 1024;
+    Config::new().frames(1).sample_bytes(RATE).start();
+    let small: Vec<_> = (0..100_000).map(|_| small_block()).collect();
+    let big: Vec<_> = (0..40).map(|_| big_block()).collect();
+    let snapshot = take_snapshot();
+    assert_eq!(snapshot.sample_bytes(), Some(RATE));
+    let (small_site, big_site) = (
+        site_of_traced(&snapshot, 1000),
+        site_of_traced(&snapshot, 1 << 20),
+    );
+    for ((file, line), true_bytes, true_count) in [
+        (small_site, 100_000 * 1000, 100_000),
+        (big_site, 40 << 20, 40),
+    ] {
+        let (size, count) = lineno_stat(&snapshot, (&file, line)).unwrap();
+        // Documented: relative standard error about sqrt(rate / bytes);
+        // allow four of them.
+        let bound = 4.0 * (RATE as f64 / true_bytes as f64).sqrt();
+        let rel = (size as f64 - true_bytes as f64).abs() / true_bytes as f64;
+        assert!(
+            rel < bound,
+            "{file}:{line}: estimated {size} B for {true_bytes} B ({rel:.4} > {bound:.4})"
+        );
+        let rel_count = (count as f64 - true_count as f64).abs() / true_count as f64;
+        assert!(
+            rel_count < bound,
+            "{file}:{line}: estimated {count} blocks for {true_count}"
+        );
+    }
+    // Far fewer blocks were traced than allocated.
+    assert!(
+        snapshot.traces().len() < 5_000,
+        "{} traced",
+        snapshot.traces().len()
+    );
+    stop();
+    drop((small, big));
+}
+
+fn site_of_traced(s: &Snapshot, size: usize) -> (String, u32) {
+    let t = s
+        .traces()
+        .iter()
+        .find(|t| t.size == size)
+        .expect("a sampled block of that size");
+    let f = &t.traceback.frames()[0];
+    (f.filename().to_string(), f.lineno())
+}
+
+fn control_calls_race_allocating_threads() {
+    stop();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..3)
+        .map(|t| {
+            let (stop_flag, ops) = (stop_flag.clone(), ops.clone());
+            std::thread::spawn(move || {
+                let mut live: Vec<Vec<u8>> = Vec::new();
+                let mut i = 0usize;
+                while !stop_flag.load(Ordering::Relaxed) {
+                    live.push(black_box(vec![t as u8; 1 + i % 700]));
+                    if live.len() > 200 {
+                        live.swap_remove(i % 200);
+                    }
+                    if i.is_multiple_of(7) {
+                        if let Some(v) = live.last_mut() {
+                            v.resize(v.len() * 2 + 1, 0);
+                        }
+                    }
+                    i += 1;
+                    ops.store(i, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for round in 0..300 {
+        match round % 4 {
+            0 => start(1 + round % 8),
+            1 => {
+                if tracealloc::is_tracing() {
+                    let s = take_snapshot();
+                    black_box(s.statistics(KeyType::Lineno, false));
+                }
+            }
+            2 => tracealloc::clear_traces(),
+            _ => {
+                black_box(traced_memory());
+                stop();
+            }
+        }
+        if round % 50 == 0 {
+            Config::new().frames(4).sample_bytes(4096).start();
+            black_box(take_snapshot());
+            stop();
+        }
+    }
+    stop_flag.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(ops.load(Ordering::Relaxed) > 0);
+    // The tracer still works exactly after all that.
+    start(1);
+    let (v, site) = here!(black_box(vec![1u8; 77_777]));
+    assert_eq!(lineno_stat(&take_snapshot(), site), Some((77_777, 1)));
+    stop();
+    drop(v);
+}
+
+fn measure_ignores_the_tracer_s_own_allocations() {
+    stop();
+    start(16);
+    // Many new stacks and a growing live table: the tracer allocates, but
+    // this thread's counts see only the program's blocks.
+    let (kept, d) = measure(|| {
+        let mut kept = Vec::with_capacity(20_000);
+        for i in 0..20_000 {
+            kept.push(black_box(Box::new(i)));
+        }
+        kept
+    });
+    assert_eq!(d.allocs, 20_001);
+    assert_eq!(
+        d.bytes_allocated,
+        20_000 * 4 + 20_000 * std::mem::size_of::<Box<i32>>()
+    );
+    assert_eq!(d.frees, 0);
+    let ((), d) = measure(|| drop(black_box(take_snapshot())));
+    assert_eq!(
+        d.net_bytes(),
+        0,
+        "a dropped snapshot gives back what it took: {d}"
+    );
+    stop();
+    drop(kept);
+}
+
+fn traced_memory_and_its_peak() {
+    stop();
+    assert_eq!(traced_memory(), (0, 0));
+    start(1);
+    let (base, _) = traced_memory();
+    let big = black_box(vec![0u8; 8 << 20]);
+    assert_eq!(traced_memory().0, base + (8 << 20));
+    drop(big);
+    let (current, peak) = traced_memory();
+    assert_eq!(current, base);
+    assert!(peak >= base + (8 << 20), "peak {peak}");
+    tracealloc::reset_peak();
+    let (current, peak) = traced_memory();
+    assert_eq!(peak, current);
+    tracealloc::clear_traces();
+    assert_eq!(traced_memory(), (0, 0));
+    stop();
+    assert_eq!(traced_memory(), (0, 0));
+}
+
+fn tracer_memory_per_live_block() {
+    stop();
+    start(1);
+    black_box(take_snapshot()); // load symbols first: not per-block memory
+    let before = tracealloc::tracer_memory();
+    const N: usize = 1_000_000;
+    let blocks: Vec<Box<u64>> = (0..N as u64).map(|i| black_box(Box::new(i))).collect();
+    let after = tracealloc::tracer_memory();
+    let per_block = (after - before) as f64 / N as f64;
+    eprintln!("tracer memory: {per_block:.1} bytes per live block ({N} blocks)");
+    assert!(per_block <= 48.0, "{per_block:.1} bytes per live block");
+    stop();
+    drop(blocks);
+}
+
+fn limits_and_misuse() {
+    stop();
+    for bad in [0, tracealloc::MAX_NFRAME + 1] {
+        let err = std::panic::catch_unwind(|| start(bad)).expect_err("must panic");
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.starts_with("tracealloc: the traceback limit must be between 1 and"),
+            "{msg}"
+        );
+    }
+    let err = std::panic::catch_unwind(take_snapshot).expect_err("not tracing");
+    assert!(err
+        .downcast_ref::<&str>()
+        .unwrap()
+        .starts_with("tracealloc: take_snapshot() needs tracing on"));
+    start(5);
+    start(1);
+    assert_eq!(
+        tracealloc::traceback_limit(),
+        5,
+        "a second start keeps the first limit"
+    );
+    stop();
+    assert!(!tracealloc::is_tracing());
+    // Freeing blocks allocated before tracing started is fine.
+    let before = black_box(vec![0u8; 1000]);
+    start(1);
+    drop(before);
+    assert!(take_snapshot().traces().iter().all(|t| t.size != 1000));
+    stop();
+}
+
+struct AllocOnExit(Arc<std::sync::Mutex<Option<(String, u32, bool)>>>);
+
+impl Drop for AllocOnExit {
+    fn drop(&mut self) {
+        let (v, site) = here!(black_box(vec![9u8; 31_337]));
+        let traced = object_traceback(v.as_ptr()).map(|t| t.frames()[0].lineno() == site.1);
+        *self.0.lock().unwrap() = Some((site.0.to_string(), site.1, traced == Some(true)));
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<Option<AllocOnExit>> = const { std::cell::RefCell::new(None) };
+}
+
+fn thread_exit_allocations_are_traced() {
+    stop();
+    start(1);
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let s = seen.clone();
+    std::thread::spawn(move || ON_EXIT.with(|e| *e.borrow_mut() = Some(AllocOnExit(s))))
+        .join()
+        .unwrap();
+    let (_, _, traced) = seen.lock().unwrap().clone().expect("the destructor ran");
+    assert!(
+        traced,
+        "an allocation in a thread-local destructor is traced at its line"
+    );
+    stop();
+}
+
+#[cfg(unix)]
+fn fork_child_traces_and_does_not_deadlock() {
+    stop();
+    start(1);
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop_flag = stop_flag.clone();
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop_flag.load(Ordering::Relaxed) {
+                black_box(vec![0u8; 1 + n % 3000]);
+                n += 1;
+            }
+        })
+    };
+    // Load the debug information once here: children inherit it.
+    black_box(take_snapshot());
+    for _ in 0..20 {
+        // SAFETY: the child allocates, queries the tracer and calls `_exit`;
+        // it never returns into the harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let (v, site) = here!(black_box(vec![5u8; 4321]));
+            let ok = object_traceback(v.as_ptr()).is_some_and(|t| t.frames()[0].lineno() == site.1)
+                && lineno_stat(&take_snapshot(), site) == Some((4321, 1));
+            // SAFETY: ends the child at once with the verdict as its status.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid place to write.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+    }
+    stop_flag.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    stop();
+}
+
+#[cfg(not(unix))]
+fn fork_child_traces_and_does_not_deadlock() {}
