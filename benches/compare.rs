@@ -2,13 +2,17 @@
 //! overhead as ratios against the plain system allocator, measured in the same
 //! run.
 //!
-//! `cargo bench --bench compare [-- --quick] [-- --rounds N]`
+//! ```text
+//! cargo bench --bench compare [-- --quick] [--rounds N] [--scale N] [--modes a,b,...]
+//! ```
 //!
-//! It builds the mode binaries (`cargo bench --no-run`), then for each round
-//! and workload runs every mode once, flipping the order each round
-//! (A B, B A, ...) so that the machine's drift cancels. Per round it takes each
-//! mode's time over the system allocator's; the table gives the medians, and is
-//! also written as JSON to `target/bench-compare.json`.
+//! It builds the mode binaries (`cargo bench --no-run`; the `-fp` modes in a
+//! second build with `-C force-frame-pointers=yes`, under
+//! `target/bench-fp`), then for each round and workload runs every mode once,
+//! reversing the order every other round (A B, B A, ...) so that the
+//! machine's drift cancels. Per round it takes each mode's time over the
+//! `system` mode's; the table gives the medians, and is also written as JSON
+//! to `target/bench-compare.json`.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -16,8 +20,60 @@ use std::process::Command;
 #[allow(dead_code)] // only the workload list is used here
 mod common;
 
-/// (mode, bench target); the first is the baseline.
-const MODES: &[(&str, &str)] = &[("system", "alloc_system"), ("counting", "alloc_counting")];
+struct Mode {
+    name: &'static str,
+    bench: &'static str,
+    /// `TRACEALLOC_BENCH` for `alloc_tracing` (see that file).
+    spec: &'static str,
+    frame_pointers: bool,
+}
+
+const fn mode(
+    name: &'static str,
+    bench: &'static str,
+    spec: &'static str,
+    frame_pointers: bool,
+) -> Mode {
+    Mode {
+        name,
+        bench,
+        spec,
+        frame_pointers,
+    }
+}
+
+/// Every mode; the first is the baseline.
+const MODES: &[Mode] = &[
+    mode("system", "alloc_system", "", false),
+    mode("counting", "alloc_counting", "", false),
+    mode(
+        "sample-512k",
+        "alloc_tracing",
+        "frames=16,sample=524288",
+        false,
+    ),
+    mode(
+        "trace1-unwind",
+        "alloc_tracing",
+        "frames=1,capture=unwind",
+        false,
+    ),
+    mode(
+        "trace16-unwind",
+        "alloc_tracing",
+        "frames=16,capture=unwind",
+        false,
+    ),
+    mode("system-fp", "alloc_system", "", true),
+    mode(
+        "sample-512k-fp",
+        "alloc_tracing",
+        "frames=16,sample=524288",
+        true,
+    ),
+    mode("trace1-fp", "alloc_tracing", "frames=1,capture=fp", true),
+    mode("trace16-fp", "alloc_tracing", "frames=16,capture=fp", true),
+];
 
 struct Sample {
     secs: f64,
@@ -25,49 +81,97 @@ struct Sample {
     checksum: String,
 }
 
-fn main() {
+struct Args {
+    quick: bool,
+    rounds: usize,
+    scale: Option<u64>,
+    modes: Vec<&'static Mode>,
+}
+
+fn parse_args() -> Args {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let rounds = match args.iter().position(|a| a == "--rounds") {
-        Some(i) => match args
-            .get(i + 1)
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-        {
-            Some(n) => n,
-            None => fail("--rounds needs a positive number"),
-        },
-        None if quick => 1,
-        None => 7,
+    let value = |flag: &str| -> Option<&str> {
+        let i = args.iter().position(|a| a == flag)?;
+        Some(
+            args.get(i + 1)
+                .map(String::as_str)
+                .unwrap_or_else(|| fail(&format!("{flag} needs a value"))),
+        )
     };
-    let exes = build();
+    let positive = |flag: &str| {
+        value(flag).map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| fail(&format!("{flag} needs a positive number, got {v:?}")))
+        })
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut modes: Vec<&'static Mode> = match value("--modes") {
+        None => MODES.iter().collect(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                MODES.iter().find(|m| m.name == name).unwrap_or_else(|| {
+                    let known: Vec<&str> = MODES.iter().map(|m| m.name).collect();
+                    fail(&format!(
+                        "unknown mode {name:?}; known: {}",
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect(),
+    };
+    // The baseline always runs, first.
+    modes.retain(|m| m.name != MODES[0].name);
+    modes.insert(0, &MODES[0]);
+    Args {
+        quick,
+        rounds: positive("--rounds").map_or(if quick { 1 } else { 5 }, |n| n as usize),
+        scale: positive("--scale"),
+        modes,
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    let exes: Vec<String> = {
+        let plain = build(&args.modes, false);
+        let fp = build(&args.modes, true);
+        args.modes
+            .iter()
+            .map(|m| if m.frame_pointers { &fp } else { &plain }[m.bench].clone())
+            .collect()
+    };
 
     // samples[workload][mode] = one sample per round
     let mut samples: BTreeMap<&str, BTreeMap<&str, Vec<Sample>>> = BTreeMap::new();
-    for round in 0..rounds {
+    for round in 0..args.rounds {
         for &workload in common::WORKLOADS {
-            let mut order: Vec<usize> = (0..MODES.len()).collect();
+            let mut order: Vec<usize> = (0..args.modes.len()).collect();
             if round % 2 == 1 {
                 order.reverse();
             }
             for i in order {
-                let (mode, _) = MODES[i];
-                let s = run(&exes[i], workload, quick);
+                let m = args.modes[i];
+                let s = run(&exes[i], m, workload, &args);
                 eprintln!(
-                    "round {}/{rounds} {workload:8} {mode:10} {:.3} s",
+                    "round {}/{} {workload:8} {:16} {:.3} s",
                     round + 1,
+                    args.rounds,
+                    m.name,
                     s.secs
                 );
                 samples
                     .entry(workload)
                     .or_default()
-                    .entry(mode)
+                    .entry(m.name)
                     .or_default()
                     .push(s);
             }
         }
     }
-    report(&samples, rounds, quick);
+    report(&samples, &args);
 }
 
 fn fail(msg: &str) -> ! {
@@ -75,14 +179,36 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2);
 }
 
-/// Builds the mode binaries in the bench profile; returns their paths in
-/// `MODES` order.
-fn build() -> Vec<String> {
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Builds the bench binaries the modes need, with or without frame
+/// pointers; returns bench name -> executable.
+fn build(modes: &[&Mode], frame_pointers: bool) -> BTreeMap<&'static str, String> {
+    let mut benches: Vec<&str> = modes
+        .iter()
+        .filter(|m| m.frame_pointers == frame_pointers)
+        .map(|m| m.bench)
+        .collect();
+    benches.sort_unstable();
+    benches.dedup();
+    if benches.is_empty() {
+        return BTreeMap::new();
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let mut cmd = Command::new(cargo);
     cmd.args(["bench", "--no-run", "--message-format=json"]);
-    for (_, target) in MODES {
-        cmd.args(["--bench", target]);
+    for b in &benches {
+        cmd.args(["--bench", b]);
+    }
+    if frame_pointers {
+        let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        cmd.env("RUSTFLAGS", format!("{flags} -C force-frame-pointers=yes"));
+        cmd.arg("--target-dir").arg(target_dir().join("bench-fp"));
+        eprintln!("building the frame-pointer modes (first time: a full build)...");
     }
     let out = cmd
         .output()
@@ -92,14 +218,15 @@ fn build() -> Vec<String> {
         fail("building the bench binaries failed");
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    MODES
+    benches
         .iter()
-        .map(|(_, target)| {
-            stdout
+        .map(|&b| {
+            let exe = stdout
                 .lines()
-                .filter(|l| l.contains(&format!("\"name\":\"{target}\"")))
+                .filter(|l| l.contains(&format!("\"name\":\"{b}\"")))
                 .find_map(|l| json_string_field(l, "executable"))
-                .unwrap_or_else(|| fail(&format!("no executable for bench {target}")))
+                .unwrap_or_else(|| fail(&format!("no executable for bench {b}")));
+            (b, exe)
         })
         .collect()
 }
@@ -112,11 +239,14 @@ fn json_string_field(line: &str, key: &str) -> Option<String> {
     Some(line[start..start + len].replace("\\\\", "\\"))
 }
 
-fn run(exe: &str, workload: &str, quick: bool) -> Sample {
+fn run(exe: &str, m: &Mode, workload: &str, args: &Args) -> Sample {
     let mut cmd = Command::new(exe);
-    cmd.arg(workload);
-    if quick {
+    cmd.arg(workload).env("TRACEALLOC_BENCH", m.spec);
+    if args.quick {
         cmd.arg("--quick");
+    }
+    if let Some(scale) = args.scale {
+        cmd.args(["--scale", &scale.to_string()]);
     }
     let out = cmd
         .output()
@@ -128,7 +258,7 @@ fn run(exe: &str, workload: &str, quick: bool) -> Sample {
         .filter(|_| out.status.success());
     let Some(line) = line else {
         eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        fail(&format!("{exe} {workload} gave no result"));
+        fail(&format!("{} {workload} gave no result", m.name));
     };
     let field = |k: &str| {
         line.split_whitespace()
@@ -158,30 +288,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn report(samples: &BTreeMap<&str, BTreeMap<&str, Vec<Sample>>>, rounds: usize, quick: bool) {
-    let (base, _) = MODES[0];
+fn report(samples: &BTreeMap<&str, BTreeMap<&str, Vec<Sample>>>, args: &Args) {
+    let base = MODES[0].name;
     println!();
     println!(
-        "{rounds} round(s){}; time and peak RSS as ratios to `{base}` in the same round (median over rounds)",
-        if quick { ", quick sizes" } else { "" }
+        "{} round(s){}; time and peak RSS as ratios to `{base}` in the same round (median over rounds)",
+        args.rounds,
+        if args.quick { ", quick sizes" } else { "" }
     );
     println!(
-        "{:<10} {:<10} {:>12} {:>10} {:>10}",
+        "{:<10} {:<16} {:>12} {:>10} {:>10}",
         "workload", "mode", "median s", "time ×", "RSS ×"
     );
     let mut json = Vec::new();
     for &workload in common::WORKLOADS {
         let by_mode = &samples[workload];
         let base_runs = &by_mode[base];
-        for (mode, _) in MODES {
-            let runs = &by_mode[mode];
+        for m in &args.modes {
+            let runs = &by_mode[m.name];
             if runs
                 .iter()
                 .zip(base_runs)
                 .any(|(a, b)| a.checksum != b.checksum)
             {
                 fail(&format!(
-                    "{workload}: {mode} computed another checksum than {base}"
+                    "{workload}: {} computed another checksum than {base}",
+                    m.name
                 ));
             }
             let secs = median(runs.iter().map(|s| s.secs).collect());
@@ -197,20 +329,23 @@ fn report(samples: &BTreeMap<&str, BTreeMap<&str, Vec<Sample>>>, rounds: usize, 
                     .map(|(a, b)| a.peak_rss_kib / b.peak_rss_kib)
                     .collect(),
             );
-            println!("{workload:<10} {mode:<10} {secs:>12.4} {ratio:>10.3} {rss:>10.3}");
+            println!(
+                "{workload:<10} {:<16} {secs:>12.4} {ratio:>10.3} {rss:>10.3}",
+                m.name
+            );
             json.push(format!(
-                "{{\"workload\":\"{workload}\",\"mode\":\"{mode}\",\"median_secs\":{secs:.6},\"time_ratio\":{ratio:.4},\"peak_rss_ratio\":{rss:.4}}}"
+                "{{\"workload\":\"{workload}\",\"mode\":\"{}\",\"median_secs\":{secs:.6},\"time_ratio\":{ratio:.4},\"peak_rss_ratio\":{rss:.4}}}",
+                m.name
             ));
         }
     }
     let doc = format!(
-        "{{\"rounds\":{rounds},\"quick\":{quick},\"results\":[\n{}\n]}}\n",
+        "{{\"rounds\":{},\"quick\":{},\"results\":[\n{}\n]}}\n",
+        args.rounds,
+        args.quick,
         json.join(",\n")
     );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target.join("bench-compare.json");
+    let path = target_dir().join("bench-compare.json");
     match std::fs::write(&path, doc) {
         Ok(()) => println!("\nwritten: {}", path.display()),
         Err(e) => fail(&format!("cannot write {}: {e}", path.display())),

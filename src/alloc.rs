@@ -143,7 +143,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
             return;
         }
         // Untrace before the address can be handed out again.
-        if tracer::active() {
+        if tracer::active() && tracer::maybe_traced(ptr as usize) {
             untrace(ptr as usize);
         }
         // SAFETY: as above.
@@ -184,7 +184,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
             let _guard = ReentrancyGuard::enter();
             tracer::finish(t);
         }
-        if tracer::active() {
+        if tracer::active() && tracer::wants(new_size) {
             trace_new_block(new as usize, new_size);
         }
         new
@@ -199,17 +199,15 @@ fn on_new_block(ptr: *mut u8, size: usize) {
         return;
     }
     after(counters::record_alloc(size));
-    if tracer::active() {
+    if tracer::active() && tracer::wants(size) {
         trace_new_block(ptr as usize, size);
     }
 }
 
 #[inline(never)]
 fn trace_new_block(addr: usize, size: usize) {
-    if tracer::wants(size) {
-        if let Some(_guard) = ReentrancyGuard::enter() {
-            tracer::on_alloc(addr, size);
-        }
+    if let Some(_guard) = ReentrancyGuard::enter() {
+        tracer::on_alloc(addr, size);
     }
 }
 

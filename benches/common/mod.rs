@@ -2,8 +2,10 @@
 //! runs identical code. A bench binary sets its `#[global_allocator]` and calls
 //! [`main`]; `benches/compare.rs` runs the binaries and sets them side by side.
 //!
-//! Protocol: `<binary> WORKLOAD [--quick]` runs one workload once and prints one
-//! line: `result mode=M workload=W secs=S ops=N checksum=C peak_rss_kib=K`.
+//! Protocol: `<binary> WORKLOAD [--quick | --scale N]` runs one workload once
+//! and prints one line:
+//! `result mode=M workload=W secs=S ops=N checksum=C peak_rss_kib=K`.
+//! `--scale N` runs N million steps per thread (default 20; `--quick` is 1).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -56,19 +58,37 @@ fn peak_rss_kib() -> u64 {
 /// Runs the workload named on the command line and prints its result line.
 pub fn main(mode: &str) {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let Some(workload) = args.iter().find(|a| !a.starts_with("--")) else {
-        // `cargo bench` runs every bench binary without arguments: run them all.
-        for w in WORKLOADS {
-            run(mode, w, quick);
+    let mut scale = 20;
+    let mut workload = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--quick" => scale = 1,
+            "--scale" => {
+                i += 1;
+                scale = args
+                    .get(i)
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| {
+                        eprintln!("--scale needs a positive number");
+                        std::process::exit(2)
+                    });
+            }
+            // `cargo bench` passes `--bench`; ignore such flags.
+            a if a.starts_with("--") => {}
+            a => workload = Some(a.to_string()),
         }
-        return;
-    };
-    run(mode, workload, quick);
+        i += 1;
+    }
+    match workload {
+        Some(w) => run(mode, &w, scale),
+        // `cargo bench` runs every bench binary without arguments: run them all.
+        None => WORKLOADS.iter().for_each(|w| run(mode, w, scale)),
+    }
 }
 
-fn run(mode: &str, workload: &str, quick: bool) {
-    let scale = if quick { 1 } else { 20 };
+fn run(mode: &str, workload: &str, scale: u64) {
     let start = Instant::now();
     let (ops, checksum) = match workload {
         "churn" => {

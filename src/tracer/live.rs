@@ -10,12 +10,14 @@
 //!   huge                   the real sizes of blocks of 4 GiB and more
 //!   bytes                  the traced bytes in this shard
 //!   generation             the tracing session the entries belong to
-//! MAYBE[hash(addr)]        counting filter (sampling sessions only): zero
+//! MAYBE[(addr >> 5) % LEN] counting filter (sampling sessions only): zero
 //!                          means "no traced block here", so most frees skip
-//!                          the lock
+//!                          the lock; counts saturate (and then stay) at 255.
+//!                          Mapped directly, not hashed: neighbouring blocks
+//!                          share cache lines of it
 //! ```
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 
 use std::sync::Mutex;
 
@@ -66,7 +68,7 @@ static SHARDS_: [Shard; SHARDS] = [const {
     }))
 }; SHARDS];
 
-static MAYBE: [AtomicU32; FILTER_LEN] = [const { AtomicU32::new(0) }; FILTER_LEN];
+static MAYBE: [AtomicU8; FILTER_LEN] = [const { AtomicU8::new(0) }; FILTER_LEN];
 /// Whether inserts and removes keep [`MAYBE`] (set for sampling sessions).
 static FILTERED: AtomicU32 = AtomicU32::new(0);
 /// Bumped by every `clear`: an insert prepared under an older value is dropped.
@@ -82,10 +84,12 @@ fn shard_of(addr: usize) -> &'static Mutex<LiveMap> {
     &SHARDS_[(mix(addr >> 16) >> 58) as usize % SHARDS].0
 }
 
-#[inline]
-fn filter_slot(addr: usize) -> &'static AtomicU32 {
-    &MAYBE[(mix(addr >> 4) >> 48) as usize % FILTER_LEN]
+#[inline(always)]
+fn filter_slot(addr: usize) -> &'static AtomicU8 {
+    &MAYBE[(addr >> 5) % FILTER_LEN]
 }
+
+const SATURATED: u8 = u8::MAX;
 
 impl LiveMap {
     #[inline]
@@ -231,9 +235,17 @@ pub(crate) fn insert(addr: usize, size: usize, stack: StackId, generation: u64) 
     }
     map.insert(addr, size, stack);
     if FILTERED.load(Relaxed) != 0 {
-        filter_slot(addr).fetch_add(1, Relaxed);
+        let _ =
+            filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v < SATURATED).then_some(v + 1));
     }
     true
+}
+
+/// False when `addr` is surely not traced (sampling sessions keep the
+/// counting filter); true when it may be.
+#[inline(always)]
+pub(crate) fn maybe_traced(addr: usize) -> bool {
+    FILTERED.load(Relaxed) == 0 || filter_slot(addr).load(Relaxed) != 0
 }
 
 /// Takes the block at `addr` out of the table, if it is traced.
@@ -245,7 +257,9 @@ pub(crate) fn remove(addr: usize) -> Option<Block> {
     }
     let block = lock(shard_of(addr)).remove(addr)?;
     if filtered {
-        filter_slot(addr).fetch_sub(1, Relaxed);
+        let _ = filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| {
+            (v > 0 && v < SATURATED).then(|| v - 1)
+        });
     }
     Some(block)
 }
@@ -281,7 +295,7 @@ pub(crate) fn clear(filtered: bool) {
 
 /// Bytes of the table's static parts (shard headers and the filter).
 pub(crate) const STATIC_BYTES: usize =
-    std::mem::size_of::<[Shard; SHARDS]>() + std::mem::size_of::<[AtomicU32; FILTER_LEN]>();
+    std::mem::size_of::<[Shard; SHARDS]>() + std::mem::size_of::<[AtomicU8; FILTER_LEN]>();
 
 /// Total traced bytes and blocks now.
 pub(crate) fn totals() -> (u64, usize) {

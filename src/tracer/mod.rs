@@ -64,9 +64,17 @@ pub(crate) fn active() -> bool {
     MODE.load(Relaxed) != OFF
 }
 
+/// Whether the block at `addr` may be traced: false only when sampling and
+/// the counting filter says no traced block hashes there (most frees, then,
+/// take no lock and no guard).
+#[inline(always)]
+pub(crate) fn maybe_traced(addr: usize) -> bool {
+    live::maybe_traced(addr)
+}
+
 /// Whether a new block of `size` bytes is to be traced (sampling decides
 /// here, without the guard or a stack capture).
-#[inline]
+#[inline(always)]
 pub(crate) fn wants(size: usize) -> bool {
     match MODE.load(Relaxed) {
         ALL => true,

@@ -24,27 +24,39 @@ thread_local! {
 
 /// Whether the block of `size` bytes being allocated on this thread is traced,
 /// with byte sampling at mean `rate` bytes.
-#[inline]
+#[inline(always)]
 pub(crate) fn should_sample(size: usize, rate: u64) -> bool {
     SAMPLER
         .try_with(|(left, rng)| {
-            let mut l = left.get();
-            if rng.get() == 0 {
-                rng.set(seed(rng as *const _ as usize));
-                l = interval(rng, rate);
-            }
-            l = l.saturating_sub(size as i64);
-            if l > 0 {
+            let l = left.get().saturating_sub(size as i64);
+            if l > 0 && rng.get() != 0 {
                 left.set(l);
                 return false;
             }
-            while l <= 0 {
-                l = l.saturating_add(interval(rng, rate));
-            }
-            left.set(l);
-            true
+            sample_slow(left, rng, size, rate)
         })
         .unwrap_or(false)
+}
+
+/// The countdown ran out (or the thread's generator is not seeded yet).
+#[cold]
+#[inline(never)]
+fn sample_slow(left: &Cell<i64>, rng: &Cell<u64>, size: usize, rate: u64) -> bool {
+    let mut l = left.get();
+    if rng.get() == 0 {
+        rng.set(seed(rng as *const _ as usize));
+        l = interval(rng, rate);
+    }
+    l = l.saturating_sub(size as i64);
+    if l > 0 {
+        left.set(l);
+        return false;
+    }
+    while l <= 0 {
+        l = l.saturating_add(interval(rng, rate));
+    }
+    left.set(l);
+    true
 }
 
 /// The probability that a block of `size` bytes is traced at `rate`.
