@@ -8,7 +8,7 @@
 //!
 //! It builds the mode binaries (`cargo bench --no-run`; the `-fp` modes in a
 //! second build with `-C force-frame-pointers=yes`, under
-//! `target/bench-fp`), then for each round and workload runs every mode once,
+//! `target/fp`), then for each round and workload runs every mode once,
 //! reversing the order every other round (A B, B A, ...) so that the
 //! machine's drift cancels. Per round it takes each mode's time over the
 //! `system` mode's; the table gives the medians, and is also written as JSON
@@ -207,7 +207,7 @@ fn build(modes: &[&Mode], frame_pointers: bool) -> BTreeMap<&'static str, String
     if frame_pointers {
         let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
         cmd.env("RUSTFLAGS", format!("{flags} -C force-frame-pointers=yes"));
-        cmd.arg("--target-dir").arg(target_dir().join("bench-fp"));
+        cmd.arg("--target-dir").arg(target_dir().join("fp"));
         eprintln!("building the frame-pointer modes (first time: a full build)...");
     }
     let out = cmd
