@@ -159,3 +159,88 @@ pub(crate) fn page_size() -> Option<usize> {
 pub(crate) fn page_size() -> Option<usize> {
     None
 }
+
+/// One object (the executable or a shared library) mapped into the process,
+/// with copies of its unwind tables, for the cached unwinder.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) struct LoadedObject {
+    /// Load bias: the object's addresses (SVMAs) + `base` = process addresses.
+    pub(crate) base: u64,
+    /// SVMA range of the executable segment.
+    pub(crate) text_svma: std::ops::Range<u64>,
+    pub(crate) eh_frame_svma: std::ops::Range<u64>,
+    pub(crate) eh_frame: Vec<u8>,
+    pub(crate) eh_frame_hdr_svma: std::ops::Range<u64>,
+    pub(crate) eh_frame_hdr: Vec<u8>,
+}
+
+/// The objects mapped now that have an `.eh_frame_hdr` (`PT_GNU_EH_FRAME`)
+/// with the usual pc-relative pointer to `.eh_frame`. `.eh_frame` has no
+/// program header of its own: it is copied up to the end of the segment that
+/// holds it.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) fn loaded_objects() -> Vec<LoadedObject> {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `dl_iterate_phdr` passes a valid `info` for the duration
+        // of the call, and `data` is the `Vec` given below, borrowed
+        // mutably by nobody else while the iteration runs.
+        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<LoadedObject>)) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let base = info.dlpi_addr;
+        let load = |p: &&libc::Elf64_Phdr| p.p_type == libc::PT_LOAD;
+        let Some(text) = phdrs
+            .iter()
+            .filter(load)
+            .find(|p| p.p_flags & libc::PF_X != 0)
+        else {
+            return 0;
+        };
+        let Some(hdr) = phdrs.iter().find(|p| p.p_type == libc::PT_GNU_EH_FRAME) else {
+            return 0;
+        };
+        // SAFETY: the segment `hdr` describes is mapped (the object is
+        // loaded while `dl_iterate_phdr` reports it) and `p_memsz` long.
+        let hdr_data = unsafe {
+            std::slice::from_raw_parts((base + hdr.p_vaddr) as *const u8, hdr.p_memsz as usize)
+        };
+        // version 1, eh_frame_ptr encoded DW_EH_PE_pcrel | DW_EH_PE_sdata4.
+        if hdr_data.len() < 8 || hdr_data[0] != 1 || hdr_data[1] != 0x1b {
+            return 0;
+        }
+        let rel = i32::from_le_bytes([hdr_data[4], hdr_data[5], hdr_data[6], hdr_data[7]]) as i64;
+        let eh_svma = (hdr.p_vaddr as i64 + 4 + rel) as u64;
+        let Some(seg) = phdrs
+            .iter()
+            .filter(load)
+            .find(|p| (p.p_vaddr..p.p_vaddr + p.p_memsz).contains(&eh_svma))
+        else {
+            return 0;
+        };
+        let eh_len = (seg.p_vaddr + seg.p_memsz - eh_svma) as usize;
+        // SAFETY: `eh_svma..eh_svma + eh_len` lies within the mapped segment
+        // `seg`.
+        let eh_data = unsafe { std::slice::from_raw_parts((base + eh_svma) as *const u8, eh_len) };
+        out.push(LoadedObject {
+            base,
+            text_svma: text.p_vaddr..text.p_vaddr + text.p_memsz,
+            eh_frame_svma: eh_svma..eh_svma + eh_len as u64,
+            eh_frame: eh_data.to_vec(),
+            eh_frame_hdr_svma: hdr.p_vaddr..hdr.p_vaddr + hdr.p_memsz,
+            eh_frame_hdr: hdr_data.to_vec(),
+        });
+        0
+    }
+    let mut out: Vec<LoadedObject> = Vec::new();
+    // SAFETY: `each` matches the callback type and only touches `out`,
+    // which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Vec<LoadedObject>).cast()) };
+    out
+}

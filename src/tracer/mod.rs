@@ -325,6 +325,9 @@ impl Config {
             Some(_) => CaptureMethod::Unwinder,
             None => capture::choose_method(),
         };
+        if method == CaptureMethod::Unwinder {
+            capture::prepare_unwinder();
+        }
         capture::set_method(method);
         NFRAME.store(self.frames, Relaxed);
         RATE.store(self.sample_bytes.unwrap_or(0), Relaxed);
