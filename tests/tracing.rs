@@ -441,6 +441,7 @@ fn limits_and_misuse() {
         );
     }
     let err = std::panic::catch_unwind(take_snapshot).expect_err("not tracing");
+    std::panic::set_hook(hook);
     assert!(err
         .downcast_ref::<&str>()
         .unwrap()
