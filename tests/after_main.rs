@@ -1,5 +1,6 @@
 //! Allocations after `main` returns: in an `atexit` handler and in the main
-//! thread's thread-local destructors. Both must keep working and be counted.
+//! thread's thread-local destructors. Both must keep working, be counted, and
+//! (tracing was started in `main` and never stopped) be traced.
 //! A test with its own `main` (`harness = false`); the verdict is the exit code.
 
 use std::cell::RefCell;
@@ -16,15 +17,17 @@ fn check_late_allocation(when: &str, size: usize) {
     let before = tracealloc::stats();
     let (v, d) = tracealloc::measure(|| black_box(vec![7u8; size]));
     let after = tracealloc::stats();
-    let ok = v.len() == size
+    let traced = tracealloc::object_traceback(v.as_ptr()).is_some();
+    let ok = traced
+        && v.len() == size
         && v.iter().all(|&b| b == 7)
         && d.allocs == 1
         && d.bytes_allocated == size
         && after.total_allocs == before.total_allocs + 1
         && after.current_bytes == before.current_bytes + size;
-    eprintln!("{when}: {d}; stats {before} -> {after}");
+    eprintln!("{when}: {d}; traced: {traced}; stats {before} -> {after}");
     if !ok {
-        eprintln!("{when}: FAILED (expected 1 allocation of {size} B)");
+        eprintln!("{when}: FAILED (expected 1 traced allocation of {size} B)");
         // SAFETY: `_exit` ends the process at once, which is what is wanted
         // here: no further destructor runs.
         unsafe { libc::_exit(1) };
@@ -74,5 +77,6 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     LATE.with(|l| *l.borrow_mut() = Some(AllocOnDrop));
+    tracealloc::start(4);
     ExitCode::SUCCESS
 }
