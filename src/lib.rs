@@ -1,7 +1,7 @@
-//! `tracealloc` counts what your program allocates: a `#[global_allocator]`
-//! wrapper with always-on counters and thread-scoped measurement, built to be
-//! what Python's `tracemalloc` is for Python (call sites, snapshots and
-//! compare are on the way).
+//! `tracealloc` counts what your program allocates and records where: a
+//! `#[global_allocator]` wrapper with always-on counters, thread-scoped
+//! measurement, and call-site tracing with snapshots, statistics, diffs and
+//! top-N reports: what Python's `tracemalloc` is for Python.
 //!
 //! # Quick start
 //!
@@ -29,6 +29,18 @@
 //!     let s = tracealloc::stats();
 //!     println!("{} B live in {} blocks, peak {} B", s.current_bytes, s.current_blocks, s.peak_bytes);
 //!     println!("RSS: {:?} B", tracealloc::rss());
+//!
+//!     // Where the memory is, and what grew.
+//!     tracealloc::start(1);
+//!     let before = tracealloc::take_snapshot();
+//!     let model = vec![0f32; 1 << 20];
+//!     let after = tracealloc::take_snapshot();
+//!     print!("{}", after.top(10, tracealloc::KeyType::Lineno));
+//!     for diff in after.compare_to(&before, tracealloc::KeyType::Lineno, false).iter().take(3) {
+//!         println!("{diff}"); // src/main.rs:12: size=4096 KiB (+4096 KiB), count=1 (+1), average=4096 KiB
+//!     }
+//!     tracealloc::stop();
+//!     drop(model);
 //! }
 //! ```
 //!
@@ -45,6 +57,22 @@
 //!   counted.
 //! - [`rss`]: the resident set size of the process, to set heap figures
 //!   against.
+//!
+//! # Where it was allocated
+//!
+//! - [`start`] / [`Config`] record the call stack of each new block (every
+//!   block, or a Poisson sample by bytes), [`stop`] drops them.
+//!   [`take_snapshot`] gives the live traced blocks, symbolized, with frame 0
+//!   the line of *your* code that allocated (this crate's and the standard
+//!   library's frames are trimmed).
+//! - [`Snapshot::statistics`], [`Snapshot::compare_to`],
+//!   [`Snapshot::filter_traces`], [`Snapshot::top`] and
+//!   [`Snapshot::top_diff`] work as tracemalloc's and print its lines;
+//!   [`Snapshot::duplicates`] finds sites holding the same large block twice;
+//!   [`Snapshot::dump`] / [`Snapshot::load`] keep snapshots in files.
+//! - Build with `-C force-frame-pointers=yes` for the fast stack walk (see
+//!   [`CaptureMethod`]), and with `debug = "line-tables-only"` in release for
+//!   file and line numbers.
 //!
 //! # Caveats
 //!
@@ -65,6 +93,7 @@
 
 mod alloc;
 mod counters;
+mod dump;
 mod report;
 mod rss;
 mod snapshot;
@@ -76,9 +105,12 @@ pub use crate::alloc::TraceAlloc;
 #[doc(hidden)]
 pub use crate::counters::__check_allocs;
 pub use crate::counters::{measure, stats, Delta, Stats};
+pub use crate::dump::Error;
+pub use crate::report::{Top, TopDiff};
 pub use crate::rss::rss;
 pub use crate::snapshot::{
-    object_traceback, take_snapshot, Frame, KeyType, Snapshot, Statistic, Trace, Traceback,
+    object_traceback, take_snapshot, DuplicateSite, Duplicates, Filter, Frame, KeyType, Snapshot,
+    Statistic, StatisticDiff, Trace, Traceback,
 };
 pub use crate::tracer::{
     capture_method, clear_traces, is_tracing, reset_peak, start, stop, traceback_limit,

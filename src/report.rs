@@ -1,4 +1,8 @@
-//! Formatting shared by the reports: sizes as `tracemalloc` writes them.
+//! Reports: sizes as `tracemalloc` writes them, and the top-N reports.
+
+use std::fmt;
+
+use crate::snapshot::{source_line, KeyType, Statistic, StatisticDiff, Traceback};
 
 /// A size in bytes as `tracemalloc._format_size` writes it: B, KiB, MiB, GiB,
 /// TiB (dividing by 1024); in a unit above B, one decimal below 100; no
@@ -25,6 +29,179 @@ pub(crate) fn format_size(size: f64, sign: bool) -> String {
         size /= 1024.0;
     }
     unreachable!("the TiB branch returns")
+}
+
+/// "#1: src/model.rs:42" and the like: the key as a report line starts.
+fn key_label(t: &Traceback, key_type: KeyType) -> String {
+    match (key_type, t.frames().first()) {
+        (KeyType::Function, Some(f)) => format!("{} ({})", f.function(), f.filename()),
+        _ => t.to_string(),
+    }
+}
+
+/// The lines printed under an entry: the source line of the allocating frame,
+/// or the whole traceback for [`KeyType::Traceback`].
+fn write_context(f: &mut fmt::Formatter<'_>, t: &Traceback, key_type: KeyType) -> fmt::Result {
+    match key_type {
+        KeyType::Traceback => {
+            for line in t.format(None, true) {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        KeyType::Function => {}
+        KeyType::Lineno | KeyType::Filename => {
+            if let Some(src) = t
+                .frames()
+                .first()
+                .and_then(|fr| source_line(fr.filename(), fr.lineno()))
+            {
+                writeln!(f, "    {src}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.1} KiB", bytes / 1024.0)
+}
+
+fn noun(key_type: KeyType) -> &'static str {
+    match key_type {
+        KeyType::Filename => "files",
+        KeyType::Lineno => "lines",
+        KeyType::Function => "functions",
+        KeyType::Traceback => "tracebacks",
+    }
+}
+
+/// The biggest keys of a snapshot, from
+/// [`Snapshot::top`](crate::Snapshot::top): tracemalloc's "pretty top" recipe.
+///
+/// ```text
+/// Top 10 lines
+/// #1: src/model.rs:42: 5120.0 KiB
+///     let weights = vec![0f32; n];
+/// #2: ...
+/// 12 other: 310.4 KiB
+/// Total allocated size: 5532.1 KiB
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Top {
+    stats: Vec<Statistic>,
+    n: usize,
+    key_type: KeyType,
+}
+
+impl Top {
+    pub(crate) fn new(stats: Vec<Statistic>, n: usize, key_type: KeyType) -> Top {
+        Top { stats, n, key_type }
+    }
+
+    /// The `n` biggest entries.
+    pub fn entries(&self) -> &[Statistic] {
+        &self.stats[..self.n.min(self.stats.len())]
+    }
+
+    /// The rest, summed: `(keys, bytes)`.
+    pub fn other(&self) -> (usize, usize) {
+        let rest = &self.stats[self.n.min(self.stats.len())..];
+        (rest.len(), rest.iter().map(|s| s.size).sum())
+    }
+
+    /// Bytes over every key.
+    pub fn total(&self) -> usize {
+        self.stats.iter().map(|s| s.size).sum()
+    }
+}
+
+impl fmt::Display for Top {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Top {} {}", self.n, noun(self.key_type))?;
+        for (i, s) in self.entries().iter().enumerate() {
+            writeln!(
+                f,
+                "#{}: {}: {}",
+                i + 1,
+                key_label(&s.traceback, self.key_type),
+                kib(s.size as f64)
+            )?;
+            write_context(f, &s.traceback, self.key_type)?;
+        }
+        let (others, other_bytes) = self.other();
+        if others > 0 {
+            writeln!(f, "{others} other: {}", kib(other_bytes as f64))?;
+        }
+        writeln!(f, "Total allocated size: {}", kib(self.total() as f64))
+    }
+}
+
+/// The biggest changes between two snapshots, from
+/// [`Snapshot::top_diff`](crate::Snapshot::top_diff).
+///
+/// ```text
+/// Top 10 differences (lines)
+/// #1: src/model.rs:42: 5120.0 KiB (+5120.0 KiB), count=2 (+2)
+///     let weights = vec![0f32; n];
+/// #2: ...
+/// 12 other: +1.5 KiB
+/// Total allocated size: 5532.1 KiB (+5121.5 KiB)
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopDiff {
+    diffs: Vec<StatisticDiff>,
+    n: usize,
+    key_type: KeyType,
+}
+
+impl TopDiff {
+    pub(crate) fn new(diffs: Vec<StatisticDiff>, n: usize, key_type: KeyType) -> TopDiff {
+        TopDiff { diffs, n, key_type }
+    }
+
+    /// The `n` biggest changes.
+    pub fn entries(&self) -> &[StatisticDiff] {
+        &self.diffs[..self.n.min(self.diffs.len())]
+    }
+
+    /// Bytes now and their change, over every key.
+    pub fn total(&self) -> (usize, isize) {
+        (
+            self.diffs.iter().map(|d| d.size).sum(),
+            self.diffs.iter().map(|d| d.size_diff).sum(),
+        )
+    }
+}
+
+impl fmt::Display for TopDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Top {} differences ({})", self.n, noun(self.key_type))?;
+        for (i, d) in self.entries().iter().enumerate() {
+            writeln!(
+                f,
+                "#{}: {}: {} ({:+.1} KiB), count={} ({:+})",
+                i + 1,
+                key_label(&d.traceback, self.key_type),
+                kib(d.size as f64),
+                d.size_diff as f64 / 1024.0,
+                d.count,
+                d.count_diff
+            )?;
+            write_context(f, &d.traceback, self.key_type)?;
+        }
+        let rest = &self.diffs[self.n.min(self.diffs.len())..];
+        if !rest.is_empty() {
+            let diff: isize = rest.iter().map(|d| d.size_diff).sum();
+            writeln!(f, "{} other: {:+.1} KiB", rest.len(), diff as f64 / 1024.0)?;
+        }
+        let (size, diff) = self.total();
+        writeln!(
+            f,
+            "Total allocated size: {} ({:+.1} KiB)",
+            kib(size as f64),
+            diff as f64 / 1024.0
+        )
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dump::Error;
+
 use crate::alloc::Internal;
-use crate::report::format_size;
+use crate::report::{format_size, Top, TopDiff};
 use crate::tracer::{self, sample};
 
 /// One frame of a traceback: where code was when it called further down.
@@ -19,7 +25,7 @@ use crate::tracer::{self, sample};
 /// assert_eq!((f.filename(), f.lineno(), f.function()), ("src/model.rs", 42, "model::Model::load"));
 /// assert_eq!(f.to_string(), "src/model.rs:42");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     filename: Arc<str>,
     lineno: u32,
@@ -30,6 +36,14 @@ impl Frame {
     /// A frame at `filename:lineno` in `function`.
     pub fn new(filename: &str, lineno: u32, function: &str) -> Frame {
         Frame::from_parts(filename.into(), lineno, function.into())
+    }
+
+    pub(crate) fn filename_arc(&self) -> &str {
+        &self.filename
+    }
+
+    pub(crate) fn function_arc(&self) -> &str {
+        &self.function
     }
 
     pub(crate) fn from_parts(filename: Arc<str>, lineno: u32, function: Arc<str>) -> Frame {
@@ -96,7 +110,7 @@ impl Ord for Frame {
 /// assert_eq!(t.total_nframe(), 2);
 /// assert_eq!(t.to_string(), "src/a.rs:3");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Traceback {
     frames: Arc<[Frame]>,
     total_nframe: usize,
@@ -195,7 +209,7 @@ pub(crate) fn source_line(filename: &str, lineno: u32) -> Option<String> {
 
 /// One live traced block.
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Trace {
     /// The block's size in bytes.
     pub size: usize,
@@ -203,8 +217,15 @@ pub struct Trace {
     pub traceback: Traceback,
 }
 
+impl Trace {
+    /// A block of `size` bytes allocated at `traceback`.
+    pub fn new(size: usize, traceback: Traceback) -> Trace {
+        Trace { size, traceback }
+    }
+}
+
 /// How [`Snapshot::statistics`] groups traces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyType {
     /// By the allocating frame's file (line shown as 0).
     Filename,
@@ -221,7 +242,7 @@ pub enum KeyType {
 /// `Display` is tracemalloc's: `src/model.rs:42: size=5120 KiB, count=2,
 /// average=2560 KiB` (for [`KeyType::Function`], the function name leads).
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Statistic {
     /// The key: a traceback of one frame, or the whole traceback.
     pub traceback: Traceback,
@@ -259,6 +280,301 @@ fn write_key(f: &mut fmt::Formatter<'_>, t: &Traceback, key: KeyType) -> fmt::Re
     }
 }
 
+/// How a key changed between two snapshots, from [`Snapshot::compare_to`].
+///
+/// `Display` is tracemalloc's: `src/model.rs:42: size=1024 B (+512 B),
+/// count=3 (+1), average=341 B`.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatisticDiff {
+    /// The key.
+    pub traceback: Traceback,
+    /// Bytes now.
+    pub size: usize,
+    /// Bytes now minus bytes then.
+    pub size_diff: isize,
+    /// Blocks now.
+    pub count: usize,
+    /// Blocks now minus blocks then.
+    pub count_diff: isize,
+    key_type: KeyType,
+}
+
+impl StatisticDiff {
+    fn sort_key(&self) -> (usize, usize, usize, usize, &Traceback) {
+        (
+            self.size_diff.unsigned_abs(),
+            self.size,
+            self.count_diff.unsigned_abs(),
+            self.count,
+            &self.traceback,
+        )
+    }
+}
+
+impl fmt::Display for StatisticDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_key(f, &self.traceback, self.key_type)?;
+        write!(
+            f,
+            ": size={} ({}), count={} ({:+})",
+            format_size(self.size as f64, false),
+            format_size(self.size_diff as f64, true),
+            self.count,
+            self.count_diff
+        )?;
+        if self.count != 0 {
+            write!(
+                f,
+                ", average={}",
+                format_size(self.size as f64 / self.count as f64, false)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Which traces [`Snapshot::filter_traces`] keeps, by file name (a glob, as
+/// Python's `fnmatch`: `*`, `?`, `[seq]`, `[!seq]`) and optionally line.
+///
+/// By default a filter looks at the allocating frame only; with
+/// [`all_frames`](Filter::all_frames) at every frame of the traceback.
+///
+/// # Examples
+///
+/// ```
+/// use tracealloc::Filter;
+///
+/// let mine = Filter::include("src/*.rs");
+/// let not_this_line = Filter::exclude("src/model.rs").lineno(42);
+/// let no_std = Filter::exclude("/rustc/*").all_frames(true);
+/// # let _ = (mine, not_this_line, no_std);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Filter {
+    /// Keep matching traces (`true`) or drop them (`false`).
+    pub inclusive: bool,
+    /// The file name glob.
+    pub filename_pattern: String,
+    /// Only this line, if set.
+    pub lineno: Option<u32>,
+    /// Match any frame of the traceback, not only the allocating one.
+    pub all_frames: bool,
+}
+
+impl Filter {
+    /// Keep the traces allocated in files matching `pattern`.
+    pub fn include(pattern: &str) -> Filter {
+        Filter {
+            inclusive: true,
+            filename_pattern: pattern.to_string(),
+            lineno: None,
+            all_frames: false,
+        }
+    }
+
+    /// Drop the traces allocated in files matching `pattern`.
+    pub fn exclude(pattern: &str) -> Filter {
+        Filter {
+            inclusive: false,
+            ..Filter::include(pattern)
+        }
+    }
+
+    /// Match only line `lineno`.
+    pub fn lineno(self, lineno: u32) -> Filter {
+        Filter {
+            lineno: Some(lineno),
+            ..self
+        }
+    }
+
+    /// Match any frame of the traceback (`true`), or only the allocating one.
+    pub fn all_frames(self, all: bool) -> Filter {
+        Filter {
+            all_frames: all,
+            ..self
+        }
+    }
+
+    fn matches_frame(&self, f: &Frame) -> bool {
+        self.lineno.is_none_or(|l| l == f.lineno) && fnmatch(&self.filename_pattern, &f.filename)
+    }
+
+    /// Whether the pattern (and line) matches the traceback: any frame with
+    /// `all_frames`, else the allocating one. (Inclusion or exclusion is up
+    /// to the caller.)
+    fn matches(&self, t: &Traceback) -> bool {
+        if self.all_frames {
+            t.frames.iter().any(|f| self.matches_frame(f))
+        } else {
+            t.frames.first().is_some_and(|f| self.matches_frame(f))
+        }
+    }
+}
+
+/// Python's `fnmatch.fnmatchcase`: `*` any run (slashes included), `?` one
+/// character, `[seq]` / `[!seq]` a set with ranges; a `[` without its `]` is
+/// literal.
+pub(crate) fn fnmatch(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Iterative matching with one backtrack point for the last `*`.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        let step = match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+                continue;
+            }
+            Some('?') => Some(pi + 1),
+            Some('[') => match class(&p, pi, n[ni]) {
+                Some((true, end)) => Some(end),
+                Some((false, _)) => None,
+                None => (n[ni] == '[').then_some(pi + 1),
+            },
+            Some(&c) => (c == n[ni]).then_some(pi + 1),
+            None => None,
+        };
+        match step {
+            Some(next) => {
+                pi = next;
+                ni += 1;
+            }
+            None => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Matches `c` against the set starting at `p[start] == '['`: `Some((matched,
+/// index after the closing bracket))`, or `None` if the set is not closed.
+fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = p.get(i) == Some(&'!');
+    if negate {
+        i += 1;
+    }
+    let first = i;
+    let mut matched = false;
+    while i < p.len() && (p[i] != ']' || i == first) {
+        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+            matched |= p[i] <= c && c <= p[i + 2];
+            i += 3;
+        } else {
+            matched |= p[i] == c;
+            i += 1;
+        }
+    }
+    (i < p.len()).then_some((matched != negate, i + 1))
+}
+
+/// One call site holding several live blocks of one size; see
+/// [`Snapshot::duplicates`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateSite {
+    traceback: Traceback,
+    block_size: usize,
+    count: usize,
+}
+
+impl DuplicateSite {
+    /// The allocating line.
+    pub fn traceback(&self) -> &Traceback {
+        &self.traceback
+    }
+
+    /// The size of each block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// How many live blocks of that size the site holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The bytes held: `count × block_size`.
+    pub fn total_bytes(&self) -> usize {
+        self.count.saturating_mul(self.block_size)
+    }
+
+    /// What one shared instance would save: all but one block.
+    pub fn saved_bytes(&self) -> usize {
+        (self.count - 1).saturating_mul(self.block_size)
+    }
+}
+
+/// Suspected duplicates, from [`Snapshot::duplicates`], biggest saving first;
+/// `Display` is a short report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicates {
+    sites: Vec<DuplicateSite>,
+    min_size: usize,
+}
+
+impl Duplicates {
+    /// The sites, biggest saving first.
+    pub fn sites(&self) -> &[DuplicateSite] {
+        &self.sites
+    }
+
+    /// The bytes sharing would save over all sites.
+    pub fn saved_bytes(&self) -> usize {
+        self.sites.iter().map(DuplicateSite::saved_bytes).sum()
+    }
+}
+
+impl fmt::Display for Duplicates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let min = format_size(self.min_size as f64, false);
+        if self.sites.is_empty() {
+            return writeln!(
+                f,
+                "No suspected duplicates: no call site holds 2+ live blocks of one size >= {min}"
+            );
+        }
+        writeln!(
+            f,
+            "Suspected duplicates: call sites holding 2+ live blocks of one size >= {min}"
+        )?;
+        for s in &self.sites {
+            writeln!(
+                f,
+                "  {}: {} blocks of {} = {}; one shared instance would save {}",
+                s.traceback,
+                s.count,
+                format_size(s.block_size as f64, false),
+                format_size(s.total_bytes() as f64, false),
+                format_size(s.saved_bytes() as f64, false)
+            )?;
+            if let Some(src) = s
+                .traceback
+                .frames
+                .first()
+                .and_then(|fr| source_line(&fr.filename, fr.lineno))
+            {
+                writeln!(f, "      {src}")?;
+            }
+        }
+        writeln!(
+            f,
+            "Sharing would save {} in all",
+            format_size(self.saved_bytes() as f64, false)
+        )
+    }
+}
+
 /// The live traced blocks at one moment, as [`take_snapshot`] returns them.
 ///
 /// # Examples
@@ -278,7 +594,7 @@ fn write_key(f: &mut fmt::Formatter<'_>, t: &Traceback, key: KeyType) -> fmt::Re
 ///     drop(v);
 /// }
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     traces: Vec<Trace>,
     traceback_limit: usize,
@@ -293,6 +609,56 @@ impl Snapshot {
             traceback_limit,
             sample_bytes: None,
         }
+    }
+
+    pub(crate) fn from_parts(
+        traces: Vec<Trace>,
+        traceback_limit: usize,
+        sample_bytes: Option<u64>,
+    ) -> Snapshot {
+        Snapshot {
+            traces,
+            traceback_limit,
+            sample_bytes,
+        }
+    }
+
+    /// Writes the snapshot to `path` as JSON (format `tracealloc-snapshot`,
+    /// version 1; strings, frames and tracebacks stored once each). The file
+    /// is written beside `path` under a temporary name, synced, then renamed
+    /// over it: a crash never leaves half a file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written; the error names the path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, Snapshot, Trace, Traceback};
+    ///
+    /// let site = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
+    /// let s = Snapshot::new(vec![Trace::new(100, site)], 1);
+    /// let path = std::env::temp_dir().join(format!("tracealloc-doc-{}.json", std::process::id()));
+    /// s.dump(&path)?;
+    /// assert_eq!(Snapshot::load(&path)?, s);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), tracealloc::Error>(())
+    /// ```
+    pub fn dump(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        crate::dump::dump(self, path.as_ref())
+    }
+
+    /// Reads a snapshot written by [`dump`](Self::dump).
+    ///
+    /// # Errors
+    ///
+    /// A missing, unreadable, truncated or corrupt file, another format or
+    /// version, or one past the limits (over 1 GiB, a traceback of more than
+    /// 4096 frames, a string over 64 KiB, an index out of range): an
+    /// [`Error`] naming the path and what is wrong. It never panics.
+    pub fn load(path: impl AsRef<Path>) -> Result<Snapshot, Error> {
+        crate::dump::load(path.as_ref())
     }
 
     /// The traced blocks.
@@ -313,29 +679,13 @@ impl Snapshot {
         self.sample_bytes
     }
 
-    /// The traces grouped by `key_type`, biggest first (sorted as tracemalloc
-    /// sorts: descending by size, count, then traceback).
-    ///
-    /// With `cumulative`, each block counts once under every frame of its
-    /// traceback, not only the allocating one.
-    ///
-    /// # Panics
-    ///
-    /// With `cumulative` and [`KeyType::Traceback`], which has no meaning
-    /// (tracemalloc raises `ValueError`).
-    pub fn statistics(&self, key_type: KeyType, cumulative: bool) -> Vec<Statistic> {
-        assert!(
-            !(cumulative && key_type == KeyType::Traceback),
-            "tracealloc: cumulative statistics are not available for KeyType::Traceback"
-        );
+    /// Per key: (bytes, blocks), weighted when the snapshot is sampled.
+    fn group(&self, key_type: KeyType, cumulative: bool) -> HashMap<Traceback, (f64, f64)> {
         // First per (traceback allocation, frame index): traces of one stack
         // share their frames, so this pass hashes a pointer, not strings.
         let mut per_stack: HashMap<(usize, usize), (f64, f64, &Traceback)> = HashMap::new();
         for t in &self.traces {
-            let w = match self.sample_bytes {
-                Some(rate) => 1.0 / sample::probability(t.size, rate).max(f64::MIN_POSITIVE),
-                None => 1.0,
-            };
+            let w = self.weight(t.size);
             let id = t.traceback.frames.as_ptr() as usize;
             let n = if cumulative {
                 t.traceback.frames.len()
@@ -355,6 +705,33 @@ impl Snapshot {
             g.0 += size;
             g.1 += count;
         }
+        groups
+    }
+
+    /// How many blocks a traced block of `size` bytes stands for.
+    fn weight(&self, size: usize) -> f64 {
+        match self.sample_bytes {
+            Some(rate) => 1.0 / sample::probability(size, rate).max(f64::MIN_POSITIVE),
+            None => 1.0,
+        }
+    }
+
+    /// The traces grouped by `key_type`, biggest first (sorted as tracemalloc
+    /// sorts: descending by size, count, then traceback).
+    ///
+    /// With `cumulative`, each block counts once under every frame of its
+    /// traceback, not only the allocating one.
+    ///
+    /// # Panics
+    ///
+    /// With `cumulative` and [`KeyType::Traceback`], which has no meaning
+    /// (tracemalloc raises `ValueError`).
+    pub fn statistics(&self, key_type: KeyType, cumulative: bool) -> Vec<Statistic> {
+        assert!(
+            !(cumulative && key_type == KeyType::Traceback),
+            "tracealloc: cumulative statistics are not available for KeyType::Traceback"
+        );
+        let groups = self.group(key_type, cumulative);
         let mut stats: Vec<Statistic> = groups
             .into_iter()
             .map(|(traceback, (size, count))| Statistic {
@@ -366,6 +743,166 @@ impl Snapshot {
             .collect();
         stats.sort_by(|a, b| (b.size, b.count, &b.traceback).cmp(&(a.size, a.count, &a.traceback)));
         stats
+    }
+
+    /// What changed since `old`, grouped by `key_type`, as tracemalloc's
+    /// `Snapshot.compare_to`: keys only here have their whole value as the
+    /// diff; keys only in `old` appear with size and count 0 and negative
+    /// diffs. Sorted by descending (|size_diff|, size, |count_diff|, count,
+    /// traceback).
+    ///
+    /// # Panics
+    ///
+    /// With `cumulative` and [`KeyType::Traceback`], as [`statistics`](Self::statistics).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, KeyType, Snapshot, Trace, Traceback};
+    ///
+    /// let site = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
+    /// let old = Snapshot::new(vec![Trace::new(512, site.clone())], 1);
+    /// let new = Snapshot::new(vec![Trace::new(512, site.clone()), Trace::new(512, site.clone())], 1);
+    /// let diff = new.compare_to(&old, KeyType::Lineno, false);
+    /// assert_eq!(diff[0].to_string(), "src/model.rs:42: size=1024 B (+512 B), count=2 (+1), average=512 B");
+    /// ```
+    pub fn compare_to(
+        &self,
+        old: &Snapshot,
+        key_type: KeyType,
+        cumulative: bool,
+    ) -> Vec<StatisticDiff> {
+        assert!(
+            !(cumulative && key_type == KeyType::Traceback),
+            "tracealloc: cumulative statistics are not available for KeyType::Traceback"
+        );
+        let new_groups = self.group(key_type, cumulative);
+        let mut old_groups = old.group(key_type, cumulative);
+        let round = |v: f64| v.round() as usize;
+        let mut diffs: Vec<StatisticDiff> = Vec::with_capacity(new_groups.len() + old_groups.len());
+        for (traceback, (size, count)) in new_groups {
+            let (old_size, old_count) = old_groups.remove(&traceback).unwrap_or((0.0, 0.0));
+            let (size, count, old_size, old_count) =
+                (round(size), round(count), round(old_size), round(old_count));
+            diffs.push(StatisticDiff {
+                traceback,
+                size,
+                size_diff: size as isize - old_size as isize,
+                count,
+                count_diff: count as isize - old_count as isize,
+                key_type,
+            });
+        }
+        for (traceback, (size, count)) in old_groups {
+            diffs.push(StatisticDiff {
+                traceback,
+                size: 0,
+                size_diff: -(round(size) as isize),
+                count: 0,
+                count_diff: -(round(count) as isize),
+                key_type,
+            });
+        }
+        diffs.sort_by(|a, b| b.sort_key().cmp(&a.sort_key()));
+        diffs
+    }
+
+    /// The traces that pass `filters`, as tracemalloc's
+    /// `Snapshot.filter_traces`: a trace is kept if any inclusive filter
+    /// matches it (or there is none) and no exclusive one does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Filter, Frame, Snapshot, Trace, Traceback};
+    ///
+    /// let at = |f: &str| Traceback::new(vec![Frame::new(f, 1, "f")]);
+    /// let s = Snapshot::new(vec![Trace::new(8, at("src/a.rs")), Trace::new(8, at("/rustc/x/library/std/src/io.rs"))], 1);
+    /// let mine = s.filter_traces(&[Filter::exclude("/rustc/*")]);
+    /// assert_eq!(mine.traces().len(), 1);
+    /// ```
+    pub fn filter_traces(&self, filters: &[Filter]) -> Snapshot {
+        let (include, exclude): (Vec<&Filter>, Vec<&Filter>) =
+            filters.iter().partition(|f| f.inclusive);
+        let traces = self
+            .traces
+            .iter()
+            .filter(|t| {
+                (include.is_empty() || include.iter().any(|f| f.matches(&t.traceback)))
+                    && !exclude.iter().any(|f| f.matches(&t.traceback))
+            })
+            .cloned()
+            .collect();
+        Snapshot {
+            traces,
+            traceback_limit: self.traceback_limit,
+            sample_bytes: self.sample_bytes,
+        }
+    }
+
+    /// The `n` biggest keys, ready to print: tracemalloc's "pretty top"
+    /// recipe (see [`Top`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, KeyType, Snapshot, Trace, Traceback};
+    ///
+    /// let site = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
+    /// let s = Snapshot::new(vec![Trace::new(5 << 20, site)], 1);
+    /// let report = s.top(10, KeyType::Lineno).to_string();
+    /// assert!(report.contains("#1: src/model.rs:42: 5120.0 KiB"));
+    /// assert!(report.ends_with("Total allocated size: 5120.0 KiB\n"));
+    /// ```
+    pub fn top(&self, n: usize, key_type: KeyType) -> Top {
+        Top::new(self.statistics(key_type, false), n, key_type)
+    }
+
+    /// The `n` biggest changes since `old`, ready to print (see [`TopDiff`]).
+    pub fn top_diff(&self, old: &Snapshot, n: usize, key_type: KeyType) -> TopDiff {
+        TopDiff::new(self.compare_to(old, key_type, false), n, key_type)
+    }
+
+    /// Call sites holding two or more live blocks of one size, each at least
+    /// `min_size` bytes: the signature of loading the same resource twice.
+    /// Sites are keyed by the allocating line ([`KeyType::Lineno`]); the
+    /// report says how much sharing one instance would save. Counts are the
+    /// traced blocks' (in a sampled snapshot, blocks far above the sampling
+    /// rate are nearly all traced).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, Snapshot, Trace, Traceback};
+    ///
+    /// let load = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
+    /// let s = Snapshot::new(vec![Trace::new(64 << 20, load.clone()), Trace::new(64 << 20, load)], 1);
+    /// let d = s.duplicates(1 << 20);
+    /// assert_eq!(d.sites().len(), 1);
+    /// assert_eq!(d.sites()[0].saved_bytes(), 64 << 20);
+    /// assert!(d.to_string().contains("src/model.rs:42: 2 blocks of 64.0 MiB"));
+    /// ```
+    pub fn duplicates(&self, min_size: usize) -> Duplicates {
+        let mut by_site: HashMap<(Traceback, usize), usize> = HashMap::new();
+        let mut keys: HashMap<usize, Traceback> = HashMap::new();
+        for t in self.traces.iter().filter(|t| t.size >= min_size.max(1)) {
+            let key = keys
+                .entry(t.traceback.frames.as_ptr() as usize)
+                .or_insert_with(|| key_of(&t.traceback, 0, KeyType::Lineno))
+                .clone();
+            *by_site.entry((key, t.size)).or_insert(0) += 1;
+        }
+        let mut sites: Vec<DuplicateSite> = by_site
+            .into_iter()
+            .filter(|&(_, count)| count >= 2)
+            .map(|((traceback, block_size), count)| DuplicateSite {
+                traceback,
+                block_size,
+                count,
+            })
+            .collect();
+        sites.sort_by(|a, b| (b.saved_bytes(), &b.traceback).cmp(&(a.saved_bytes(), &a.traceback)));
+        Duplicates { sites, min_size }
     }
 }
 
@@ -585,6 +1122,299 @@ mod tests {
         let w = 1.0 / (1.0 - (-1.0f64).exp());
         assert_eq!(st.count, (10.0 * w).round() as usize);
         assert_eq!(st.size, (10_000.0 * w).round() as usize);
+    }
+
+    #[test]
+    fn compare_to_as_tracemalloc() {
+        let a = tb(&[("src/a.rs", 1, "f")]);
+        let b = tb(&[("src/b.rs", 2, "g")]);
+        let c = tb(&[("src/c.rs", 3, "h")]);
+        let old = Snapshot::new(vec![trace(100, &a), trace(300, &b), trace(300, &b)], 1);
+        let new = Snapshot::new(
+            vec![
+                trace(100, &a),
+                trace(100, &a),
+                trace(300, &b),
+                trace(50, &c),
+            ],
+            1,
+        );
+        let diffs = new.compare_to(&old, KeyType::Lineno, false);
+        let lines: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                // Sorted by |size_diff| first: b lost 300, a gained 100, c is new.
+                "src/b.rs:2: size=300 B (-300 B), count=1 (-1), average=300 B",
+                "src/a.rs:1: size=200 B (+100 B), count=2 (+1), average=100 B",
+                "src/c.rs:3: size=50 B (+50 B), count=1 (+1), average=50 B",
+            ]
+        );
+        // A key only in the old snapshot: size and count 0, no average.
+        let gone = old.compare_to(&Snapshot::new(vec![], 1), KeyType::Lineno, false);
+        let back = Snapshot::new(vec![], 1).compare_to(&old, KeyType::Lineno, false);
+        assert_eq!(gone.len(), 2);
+        assert_eq!(
+            back[0].to_string(),
+            "src/b.rs:2: size=0 B (-600 B), count=0 (-2)"
+        );
+        assert_eq!(
+            back[1].to_string(),
+            "src/a.rs:1: size=0 B (-100 B), count=0 (-1)"
+        );
+        // Unchanged keys: +0.
+        let same = old.compare_to(&old, KeyType::Filename, false);
+        assert_eq!(
+            same[0].to_string(),
+            "src/b.rs:0: size=600 B (+0 B), count=2 (+0), average=300 B"
+        );
+    }
+
+    #[test]
+    fn compare_sort_ties_fall_to_size_then_counts() {
+        let a = tb(&[("src/a.rs", 1, "f")]);
+        let b = tb(&[("src/b.rs", 1, "f")]);
+        let old = Snapshot::new(vec![trace(100, &a)], 1);
+        let new = Snapshot::new(vec![trace(200, &a), trace(100, &b)], 1);
+        // Both grew by 100; a is bigger now, so it comes first.
+        let d = new.compare_to(&old, KeyType::Lineno, false);
+        assert_eq!(d[0].traceback.to_string(), "src/a.rs:1");
+        assert_eq!(d[1].traceback.to_string(), "src/b.rs:1");
+    }
+
+    #[test]
+    fn fnmatch_as_python() {
+        // (pattern, name, fnmatch.fnmatchcase result from Python 3.11)
+        let cases = [
+            ("*", "", true),
+            ("*", "src/a.rs", true),
+            ("src/*.rs", "src/x/y.rs", true),
+            ("src/?.rs", "src/a.rs", true),
+            ("src/?.rs", "src/ab.rs", false),
+            ("*.rs", "a.rsx", false),
+            ("[abc].rs", "b.rs", true),
+            ("[!abc].rs", "b.rs", false),
+            ("[!abc].rs", "d.rs", true),
+            ("[a-c]x", "bx", true),
+            ("[a-c]x", "dx", false),
+            ("[]]", "]", true),
+            ("[!]]", "a", true),
+            ("[a-]", "-", true),
+            ("[", "[", true),
+            ("a[", "a[", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("*a*a", "aaaa", true),
+            ("", "", true),
+            ("", "a", false),
+            ("/rustc/*", "/rustc/abc/library/std/src/io.rs", true),
+        ];
+        for (pat, name, want) in cases {
+            assert_eq!(fnmatch(pat, name), want, "fnmatch({pat:?}, {name:?})");
+        }
+    }
+
+    #[test]
+    fn filters_every_combination() {
+        let t1 = tb(&[("src/a.rs", 10, "f"), ("src/main.rs", 1, "main")]);
+        let t2 = tb(&[
+            ("/rustc/x/library/alloc/src/vec.rs", 5, "push"),
+            ("src/b.rs", 20, "g"),
+        ]);
+        let t3 = tb(&[("src/b.rs", 30, "h"), ("src/a.rs", 11, "f")]);
+        let s = Snapshot::new(vec![trace(1, &t1), trace(2, &t2), trace(4, &t3)], 2);
+        let kept = |filters: &[Filter]| -> usize {
+            s.filter_traces(filters)
+                .traces()
+                .iter()
+                .map(|t| t.size)
+                .sum()
+        };
+        assert_eq!(kept(&[]), 7, "no filter keeps everything");
+        assert_eq!(kept(&[Filter::include("src/a.rs")]), 1);
+        assert_eq!(kept(&[Filter::include("src/a.rs").all_frames(true)]), 1 + 4);
+        assert_eq!(kept(&[Filter::include("src/b.rs").lineno(30)]), 4);
+        assert_eq!(
+            kept(&[Filter::include("src/b.rs").lineno(20)]),
+            0,
+            "frame 0 only"
+        );
+        assert_eq!(
+            kept(&[Filter::include("src/b.rs").lineno(20).all_frames(true)]),
+            2
+        );
+        assert_eq!(kept(&[Filter::exclude("/rustc/*")]), 1 + 4);
+        assert_eq!(kept(&[Filter::exclude("src/a.rs").all_frames(true)]), 2);
+        assert_eq!(kept(&[Filter::exclude("src/b.rs").lineno(30)]), 1 + 2);
+        // Any inclusive filter may match; no exclusive one may.
+        assert_eq!(
+            kept(&[Filter::include("src/a.rs"), Filter::include("src/b.rs")]),
+            1 + 4
+        );
+        assert_eq!(
+            kept(&[Filter::include("src/*"), Filter::exclude("src/b.rs")]),
+            1
+        );
+        assert_eq!(
+            kept(&[
+                Filter::include("*").all_frames(true),
+                Filter::exclude("/rustc/*").all_frames(true)
+            ]),
+            1 + 4
+        );
+        assert_eq!(
+            s.filter_traces(&[Filter::include("src/a.rs")])
+                .traceback_limit(),
+            2
+        );
+    }
+
+    #[test]
+    fn top_reports() {
+        let here = Frame::new(file!(), line!(), "t"); // the source line shown
+        let a = Traceback::new(vec![here]);
+        let b = tb(&[("no/such/b.rs", 2, "g")]);
+        let c = tb(&[("no/such/c.rs", 3, "h")]);
+        let s = Snapshot::new(
+            vec![trace(5 << 20, &a), trace(2048, &b), trace(1024, &c)],
+            1,
+        );
+        let top = s.top(2, KeyType::Lineno).to_string();
+        let want = format!(
+            "Top 2 lines\n#1: {}:{}: 5120.0 KiB\n    let here = Frame::new(file!(), line!(), \"t\"); // the source line shown\n#2: no/such/b.rs:2: 2.0 KiB\n1 other: 1.0 KiB\nTotal allocated size: 5123.0 KiB\n",
+            file!(),
+            a.frames()[0].lineno()
+        );
+        assert_eq!(top, want);
+        let old = Snapshot::new(vec![trace(2048, &b), trace(4096, &c)], 1);
+        let diff = s.top_diff(&old, 1, KeyType::Lineno).to_string();
+        let mut lines = diff.lines();
+        assert_eq!(lines.next(), Some("Top 1 differences (lines)"));
+        assert_eq!(
+            lines.next(),
+            Some(format!("#1: {}: 5120.0 KiB (+5120.0 KiB), count=1 (+1)", a).as_str())
+        );
+        assert!(
+            diff.ends_with("2 other: -3.0 KiB\nTotal allocated size: 5123.0 KiB (+5117.0 KiB)\n"),
+            "{diff}"
+        );
+        assert!(s
+            .top(5, KeyType::Function)
+            .to_string()
+            .contains("#2: g (no/such/b.rs): 2.0 KiB"));
+    }
+
+    #[test]
+    fn duplicates_find_repeated_large_blocks() {
+        let load = tb(&[("src/model.rs", 42, "load")]);
+        let load_other_caller = tb(&[("src/model.rs", 42, "load"), ("src/main.rs", 9, "main")]);
+        let small = tb(&[("src/vocab.rs", 7, "word")]);
+        let mb = 1 << 20;
+        let s = Snapshot::new(
+            vec![
+                trace(256 * mb, &load),
+                trace(256 * mb, &load_other_caller),
+                trace(mb, &load),
+                trace(10, &small),
+                trace(10, &small),
+            ],
+            2,
+        );
+        let d = s.duplicates(mb);
+        assert_eq!(d.sites().len(), 1, "{d}");
+        let site = &d.sites()[0];
+        assert_eq!(
+            (site.count(), site.block_size(), site.saved_bytes()),
+            (2, 256 * mb, 256 * mb)
+        );
+        assert_eq!(site.traceback().to_string(), "src/model.rs:42");
+        let report = d.to_string();
+        assert!(report.contains("src/model.rs:42: 2 blocks of 256 MiB = 512 MiB; one shared instance would save 256 MiB"), "{report}");
+        assert!(report.ends_with("Sharing would save 256 MiB in all\n"));
+        assert_eq!(
+            s.duplicates(1).sites().len(),
+            2,
+            "the small ones count when min_size allows"
+        );
+        assert!(s
+            .duplicates(512 * mb)
+            .to_string()
+            .starts_with("No suspected duplicates"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn snapshot() -> impl Strategy<Value = Snapshot> {
+            let sites: Vec<Traceback> = (0..6)
+                .map(|i| {
+                    Traceback::new(vec![
+                        Frame::new(&format!("src/f{}.rs", i % 3), i, "f"),
+                        Frame::new("src/main.rs", 1 + i % 2, "main"),
+                    ])
+                })
+                .collect();
+            proptest::collection::vec((0usize..6, 1usize..100_000), 0..60).prop_map(move |v| {
+                Snapshot::new(
+                    v.into_iter()
+                        .map(|(site, size)| Trace::new(size, sites[site].clone()))
+                        .collect(),
+                    2,
+                )
+            })
+        }
+
+        fn total(s: &Snapshot) -> (isize, isize) {
+            (
+                s.traces().iter().map(|t| t.size as isize).sum(),
+                s.traces().len() as isize,
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn compare_with_itself_is_all_zero(s in snapshot()) {
+                for key in [KeyType::Filename, KeyType::Lineno, KeyType::Function, KeyType::Traceback] {
+                    for d in s.compare_to(&s, key, false) {
+                        prop_assert_eq!((d.size_diff, d.count_diff), (0, 0));
+                    }
+                }
+            }
+
+            #[test]
+            fn diffs_sum_to_the_difference_of_totals(a in snapshot(), b in snapshot()) {
+                let (ta, tb_) = (total(&a), total(&b));
+                for key in [KeyType::Filename, KeyType::Lineno, KeyType::Function, KeyType::Traceback] {
+                    let d = b.compare_to(&a, key, false);
+                    let size: isize = d.iter().map(|d| d.size_diff).sum();
+                    let count: isize = d.iter().map(|d| d.count_diff).sum();
+                    prop_assert_eq!((size, count), (tb_.0 - ta.0, tb_.1 - ta.1));
+                    let now: usize = d.iter().map(|d| d.size).sum();
+                    prop_assert_eq!(now as isize, tb_.0);
+                }
+            }
+
+            #[test]
+            fn statistics_sum_to_the_totals(s in snapshot()) {
+                let t = total(&s);
+                for key in [KeyType::Filename, KeyType::Lineno, KeyType::Function, KeyType::Traceback] {
+                    let st = s.statistics(key, false);
+                    prop_assert_eq!(st.iter().map(|x| x.size as isize).sum::<isize>(), t.0);
+                    prop_assert_eq!(st.iter().map(|x| x.count as isize).sum::<isize>(), t.1);
+                    prop_assert!(st.windows(2).all(|w| (w[0].size, w[0].count, &w[0].traceback) >= (w[1].size, w[1].count, &w[1].traceback)));
+                }
+            }
+
+            #[test]
+            fn dump_load_round_trips(s in snapshot()) {
+                let path = std::env::temp_dir().join(format!("tracealloc-prop-{}-{:?}.json", std::process::id(), std::thread::current().id()));
+                s.dump(&path).unwrap();
+                let back = Snapshot::load(&path).unwrap();
+                std::fs::remove_file(&path).unwrap();
+                prop_assert_eq!(back, s);
+            }
+        }
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn main() -> std::process::ExitCode {
             measure_ignores_the_tracer_s_own_allocations,
         ),
         ("traced_memory_and_its_peak", traced_memory_and_its_peak),
+        ("snapshot_diffs_byte_for_byte", snapshot_diffs_byte_for_byte),
         ("tracer_memory_per_live_block", tracer_memory_per_live_block),
         ("limits_and_misuse", limits_and_misuse),
         (
@@ -412,19 +413,158 @@ fn traced_memory_and_its_peak() {
     assert_eq!(traced_memory(), (0, 0));
 }
 
+fn snapshot_diffs_byte_for_byte() {
+    stop();
+    start(1);
+    let before = take_snapshot();
+    let (pair, site) = here!((black_box(vec![1u8; 5 << 20]), black_box(vec![2u8; 5 << 20])));
+    let after = take_snapshot();
+    let diff_line = |new: &Snapshot, old: &Snapshot| {
+        new.compare_to(old, KeyType::Lineno, false)
+            .into_iter()
+            .find(|d| {
+                d.traceback.frames()[0].lineno() == site.1
+                    && d.traceback.frames()[0].filename() == site.0
+            })
+            .map(|d| d.to_string())
+    };
+    assert_eq!(
+        diff_line(&after, &before).as_deref(),
+        Some(
+            format!(
+                "{}:{}: size=10.0 MiB (+10.0 MiB), count=2 (+2), average=5120 KiB",
+                site.0, site.1
+            )
+            .as_str()
+        )
+    );
+    let (first, second) = pair;
+    drop(first);
+    let later = take_snapshot();
+    assert_eq!(
+        diff_line(&later, &after).as_deref(),
+        Some(
+            format!(
+                "{}:{}: size=5120 KiB (-5120 KiB), count=1 (-1), average=5120 KiB",
+                site.0, site.1
+            )
+            .as_str()
+        )
+    );
+    drop(second);
+    assert_eq!(
+        diff_line(&take_snapshot(), &later).as_deref(),
+        Some(format!("{}:{}: size=0 B (-5120 KiB), count=0 (-1)", site.0, site.1).as_str())
+    );
+    // The top report names the line and shows its source.
+    let top = after.top_diff(&before, 3, KeyType::Lineno).to_string();
+    assert!(
+        top.contains(&format!(
+            "{}:{}: 10240.0 KiB (+10240.0 KiB), count=2 (+2)",
+            site.0, site.1
+        )),
+        "{top}"
+    );
+    assert!(
+        top.contains("here!((black_box(vec![1u8; 5 << 20])"),
+        "{top}"
+    );
+    // A real snapshot survives dump and load; a damaged file is an error.
+    let path = std::env::temp_dir().join(format!("tracealloc-e2e-{}.json", std::process::id()));
+    after.dump(&path).unwrap();
+    assert_eq!(Snapshot::load(&path).unwrap(), after);
+    let text = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() - 10]).unwrap();
+    let err = Snapshot::load(&path).unwrap_err();
+    assert!(
+        err.to_string().contains("not a valid snapshot file"),
+        "{err}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    stop();
+}
+
+/// The live blocks of the 1-million-block test: boxes, one allocation each.
+type Blocks = Vec<Box<u64>>;
+
+#[inline(never)]
+fn path_a(bits: u32, level: u32, out: &mut Blocks) {
+    black_box(1u8);
+    descend(bits, level, out);
+}
+
+#[inline(never)]
+fn path_b(bits: u32, level: u32, out: &mut Blocks) {
+    black_box(2u16);
+    descend(bits, level, out);
+}
+
+fn descend(bits: u32, level: u32, out: &mut Blocks) {
+    match level {
+        0 => out.push(black_box(Box::new(bits as u64))),
+        _ if (bits >> (level - 1)) & 1 == 1 => path_a(bits, level - 1, out),
+        _ => path_b(bits, level - 1, out),
+    }
+}
+
 fn tracer_memory_per_live_block() {
     stop();
     start(1);
     black_box(take_snapshot()); // load symbols first: not per-block memory
     let before = tracealloc::tracer_memory();
     const N: usize = 1_000_000;
-    let blocks: Vec<Box<u64>> = (0..N as u64).map(|i| black_box(Box::new(i))).collect();
+    // 4096 distinct stacks: each block is allocated 12 calls down a path of
+    // two functions chosen by the bits of i % 4096.
+    let mut blocks: Blocks = Vec::with_capacity(N);
+    for i in 0..N as u32 {
+        descend(i % 4096, 12, &mut blocks);
+    }
     let after = tracealloc::tracer_memory();
     let per_block = (after - before) as f64 / N as f64;
     eprintln!("tracer memory: {per_block:.1} bytes per live block ({N} blocks)");
     assert!(per_block <= 48.0, "{per_block:.1} bytes per live block");
+    // What a 1-million-block snapshot costs (printed, not asserted: timings
+    // belong to the benchmarks).
+    let t = std::time::Instant::now();
+    drop(take_snapshot());
+    let take_cold = t.elapsed();
+    let t = std::time::Instant::now();
+    let snapshot = take_snapshot();
+    let take = t.elapsed();
+    let t = std::time::Instant::now();
+    let stats = snapshot.statistics(KeyType::Lineno, false);
+    let group = t.elapsed();
+    let path = std::env::temp_dir().join(format!("tracealloc-1m-{}.json", std::process::id()));
+    let t = std::time::Instant::now();
+    snapshot.dump(&path).unwrap();
+    let dump = t.elapsed();
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let t = std::time::Instant::now();
+    let loaded = Snapshot::load(&path).unwrap();
+    let load = t.elapsed();
+    std::fs::remove_file(&path).unwrap();
+    assert!(snapshot.traces().len() >= N);
+    assert_eq!(loaded.traces().len(), snapshot.traces().len());
+    assert!(stats.iter().map(|s| s.count).sum::<usize>() >= N);
+    eprintln!(
+        "1M-block snapshot over {} stacks: take {take_cold:.2?} (symbols cold), {take:.2?} (cached), statistics {group:.2?}, dump {dump:.2?} ({:.1} MiB), load {load:.2?}",
+        tracealloc_stacks(&snapshot),
+        bytes as f64 / (1 << 20) as f64
+    );
+
     stop();
     drop(blocks);
+}
+
+/// Distinct allocation stacks in a snapshot (with nframe 1 they symbolize
+/// to one line; count the raw tracebacks by their shared frames).
+fn tracealloc_stacks(s: &Snapshot) -> usize {
+    let ptrs: std::collections::HashSet<usize> = s
+        .traces()
+        .iter()
+        .map(|t| t.traceback.frames().as_ptr() as usize)
+        .collect();
+    ptrs.len()
 }
 
 fn limits_and_misuse() {

@@ -1,0 +1,495 @@
+//! `Snapshot::dump` / `Snapshot::load`: a compact JSON file with a format name
+//! and version, written atomically, read defensively.
+//!
+//! ```text
+//! {"format": "tracealloc-snapshot", "version": 1,
+//!  "traceback_limit": 1, "sample_bytes": null,
+//!  "strings":    ["src/model.rs", "model::load", ...],   file and function names
+//!  "frames":     [[0, 42, 1], ...],                      [file, line, function]
+//!  "tracebacks": [[3, [0, 5]], ...],                     [total_nframe, [frame, ...]]
+//!  "traces":     [[5242880, 0], ...]}                    [size, traceback]
+//! ```
+//!
+//! Strings, frames and tracebacks are stored once each and referred to by
+//! index, so a million traces over a few thousand stacks take a few bytes
+//! each.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::{Frame, Snapshot, Trace, Traceback};
+
+const FORMAT: &str = "tracealloc-snapshot";
+const VERSION: u32 = 1;
+/// Files larger than this are refused rather than read.
+const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Tracebacks with more frames than this are refused.
+const MAX_FRAMES: usize = 4096;
+/// Strings longer than this are refused.
+const MAX_STRING: usize = 64 * 1024;
+
+/// Why a snapshot could not be dumped or loaded: the file, and what is wrong.
+#[derive(Debug)]
+pub struct Error {
+    path: PathBuf,
+    action: &'static str,
+    what: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    fn new(action: &'static str, path: &Path, what: impl Into<String>) -> Error {
+        Error {
+            path: path.to_path_buf(),
+            action,
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    fn because(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The file concerned.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tracealloc: cannot {} snapshot {}: {}",
+            self.action,
+            self.path.display(),
+            self.what
+        )?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct DumpFile {
+    format: String,
+    version: u32,
+    traceback_limit: usize,
+    sample_bytes: Option<u64>,
+    strings: Vec<String>,
+    frames: Vec<(u32, u32, u32)>,
+    tracebacks: Vec<(usize, Vec<u32>)>,
+    traces: Vec<(usize, u32)>,
+}
+
+/// The tables of a file being written, each value stored once.
+#[derive(Default)]
+struct Tables<'a> {
+    strings: Vec<String>,
+    string_ids: HashMap<&'a str, u32>,
+    frames: Vec<(u32, u32, u32)>,
+    frame_ids: HashMap<&'a Frame, u32>,
+    tracebacks: Vec<(usize, Vec<u32>)>,
+    traceback_ids: HashMap<&'a Traceback, u32>,
+}
+
+impl<'a> Tables<'a> {
+    fn string(&mut self, v: &'a str) -> u32 {
+        if let Some(&id) = self.string_ids.get(v) {
+            return id;
+        }
+        self.strings.push(v.to_string());
+        let id = (self.strings.len() - 1) as u32;
+        self.string_ids.insert(v, id);
+        id
+    }
+
+    fn frame(&mut self, f: &'a Frame) -> u32 {
+        if let Some(&id) = self.frame_ids.get(f) {
+            return id;
+        }
+        let entry = (
+            self.string(f.filename_arc()),
+            f.lineno(),
+            self.string(f.function_arc()),
+        );
+        self.frames.push(entry);
+        let id = (self.frames.len() - 1) as u32;
+        self.frame_ids.insert(f, id);
+        id
+    }
+
+    fn traceback(&mut self, t: &'a Traceback) -> u32 {
+        if let Some(&id) = self.traceback_ids.get(t) {
+            return id;
+        }
+        let ids = t.frames().iter().map(|f| self.frame(f)).collect();
+        self.tracebacks.push((t.total_nframe(), ids));
+        let id = (self.tracebacks.len() - 1) as u32;
+        self.traceback_ids.insert(t, id);
+        id
+    }
+}
+
+/// Builds the file's tables from a snapshot.
+fn encode(s: &Snapshot) -> DumpFile {
+    let mut tables = Tables::default();
+    // Traces of one stack share their frames: look them up by that pointer
+    // first, and hash a traceback's contents once per stack.
+    let mut by_ptr: HashMap<usize, u32> = HashMap::new();
+    let traces = s
+        .traces()
+        .iter()
+        .map(|t| {
+            let ptr = t.traceback.frames().as_ptr() as usize;
+            let id = *by_ptr
+                .entry(ptr)
+                .or_insert_with(|| tables.traceback(&t.traceback));
+            (t.size, id)
+        })
+        .collect();
+    DumpFile {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        traceback_limit: s.traceback_limit(),
+        sample_bytes: s.sample_bytes(),
+        strings: tables.strings,
+        frames: tables.frames,
+        tracebacks: tables.tracebacks,
+        traces,
+    }
+}
+
+/// Writes `s` to `path` through a temporary file in the same folder, renamed
+/// over `path` once complete and synced.
+pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
+    let err = |what: &str| Error::new("dump", path, what);
+    let file = encode(s);
+    let name = path
+        .file_name()
+        .ok_or_else(|| err("the path names no file"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let write = || -> Result<(), Error> {
+        let f = File::create(&tmp)
+            .map_err(|e| err("cannot create a temporary file beside it").because(e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        serde_json::to_writer(&mut w, &file).map_err(|e| err("cannot write").because(e))?;
+        w.write_all(b"\n")
+            .map_err(|e| err("cannot write").because(e))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| err("cannot write").because(e.into_error()))?;
+        f.sync_all().map_err(|e| err("cannot sync").because(e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| err("cannot rename the temporary file over it").because(e))
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads a snapshot written by [`dump`], checking everything.
+pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
+    let err = |what: String| Error::new("load", path, what);
+    let f = File::open(path).map_err(|e| err("cannot open".into()).because(e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| err("cannot stat".into()).because(e))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        return Err(err(format!(
+            "the file is {len} bytes, over the limit of {MAX_FILE_BYTES}"
+        )));
+    }
+    let file: DumpFile = serde_json::from_reader(BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| err("not a valid snapshot file".into()).because(e))?;
+    if file.format != FORMAT {
+        return Err(err(format!("format is {:?}, not {FORMAT:?}", file.format)));
+    }
+    if file.version != VERSION {
+        return Err(err(format!(
+            "format version {} is not supported (this build reads {VERSION})",
+            file.version
+        )));
+    }
+    if let Some(s) = file.strings.iter().find(|s| s.len() > MAX_STRING) {
+        return Err(err(format!(
+            "a string of {} bytes is over the limit of {MAX_STRING}",
+            s.len()
+        )));
+    }
+    let strings: Vec<Arc<str>> = file.strings.iter().map(|s| Arc::from(s.as_str())).collect();
+    let string = |i: u32, what: &str| {
+        strings.get(i as usize).cloned().ok_or_else(|| {
+            err(format!(
+                "{what} refers to string {i}, but there are {}",
+                strings.len()
+            ))
+        })
+    };
+    let frames = file
+        .frames
+        .iter()
+        .map(|&(file_i, line, func_i)| {
+            Ok(Frame::from_parts(
+                string(file_i, "a frame's file")?,
+                line,
+                string(func_i, "a frame's function")?,
+            ))
+        })
+        .collect::<Result<Vec<Frame>, Error>>()?;
+    let tracebacks = file
+        .tracebacks
+        .iter()
+        .map(|(total, ids)| {
+            if ids.len() > MAX_FRAMES {
+                return Err(err(format!(
+                    "a traceback has {} frames, over the limit of {MAX_FRAMES}",
+                    ids.len()
+                )));
+            }
+            if *total < ids.len() {
+                return Err(err(format!(
+                    "a traceback keeps {} frames but says it had {total}",
+                    ids.len()
+                )));
+            }
+            let fs = ids
+                .iter()
+                .map(|&i| {
+                    frames.get(i as usize).cloned().ok_or_else(|| {
+                        err(format!(
+                            "a traceback refers to frame {i}, but there are {}",
+                            frames.len()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<Frame>, Error>>()?;
+            Ok(Traceback::from_parts(fs.into(), *total))
+        })
+        .collect::<Result<Vec<Traceback>, Error>>()?;
+    let traces = file
+        .traces
+        .iter()
+        .map(|&(size, tb)| {
+            let traceback = tracebacks.get(tb as usize).cloned().ok_or_else(|| {
+                err(format!(
+                    "a trace refers to traceback {tb}, but there are {}",
+                    tracebacks.len()
+                ))
+            })?;
+            Ok(Trace::new(size, traceback))
+        })
+        .collect::<Result<Vec<Trace>, Error>>()?;
+    Ok(Snapshot::from_parts(
+        traces,
+        file.traceback_limit,
+        file.sample_bytes,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tracealloc-dump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn sample() -> Snapshot {
+        let a = Traceback::new(vec![
+            Frame::new("src/a.rs", 1, "a::f"),
+            Frame::new("src/main.rs", 9, "main"),
+        ]);
+        let b = Traceback::new(vec![
+            Frame::new("src/b.rs", 2, "b::g"),
+            Frame::new("src/main.rs", 9, "main"),
+        ]);
+        let traces = (0..1000)
+            .map(|i| Trace::new(i * 8 + 1, if i % 3 == 0 { a.clone() } else { b.clone() }));
+        let mut s = Snapshot::new(traces.collect(), 2);
+        s = Snapshot::from_parts(s.traces().to_vec(), 2, Some(4096));
+        s
+    }
+
+    #[test]
+    fn round_trip_is_exact_and_compact() {
+        let s = sample();
+        let path = temp("round.json");
+        s.dump(&path).unwrap();
+        assert_eq!(Snapshot::load(&path).unwrap(), s);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with(r#"{"format":"tracealloc-snapshot","version":1,"#),
+            "{}",
+            &text[..60]
+        );
+        // Interned: each file name appears once, whatever the trace count.
+        assert_eq!(text.matches("src/main.rs").count(), 1);
+        assert!(
+            text.len() < 1000 * 16,
+            "{} bytes for 1000 traces",
+            text.len()
+        );
+    }
+
+    #[test]
+    fn dump_replaces_atomically_and_cleans_up() {
+        let path = temp("replace.json");
+        std::fs::write(&path, "old").unwrap();
+        sample().dump(&path).unwrap();
+        assert!(Snapshot::load(&path).is_ok());
+        let dir = path.parent().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let missing_dir = temp("no/such/dir/x.json");
+        let err = sample().dump(&missing_dir).unwrap_err();
+        assert_eq!(err.path(), missing_dir);
+        assert!(
+            err.to_string()
+                .starts_with("tracealloc: cannot dump snapshot "),
+            "{err}"
+        );
+    }
+
+    fn load_text(name: &str, text: &str) -> Error {
+        let path = temp(name);
+        std::fs::write(&path, text).unwrap();
+        let err = Snapshot::load(&path).expect_err(text.get(..text.len().min(80)).unwrap_or(""));
+        assert_eq!(err.path(), path);
+        err
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let err = Snapshot::load(temp("missing.json")).unwrap_err();
+        assert!(
+            err.to_string().contains("missing.json: cannot open"),
+            "{err}"
+        );
+
+        let good = {
+            let path = temp("good.json");
+            sample().dump(&path).unwrap();
+            std::fs::read_to_string(&path).unwrap()
+        };
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("empty", String::new(), "not a valid snapshot file"),
+            (
+                "truncated",
+                good[..good.len() / 2].to_string(),
+                "not a valid snapshot file",
+            ),
+            (
+                "garbage",
+                "\u{0}\u{1}binary".into(),
+                "not a valid snapshot file",
+            ),
+            ("array", "[1,2,3]".into(), "not a valid snapshot file"),
+            (
+                "format",
+                good.replace("tracealloc-snapshot", "other"),
+                "format is \"other\"",
+            ),
+            (
+                "version",
+                good.replace("\"version\":1", "\"version\":99"),
+                "format version 99 is not supported",
+            ),
+            (
+                "huge number",
+                good.replace(
+                    "\"traceback_limit\":2",
+                    "\"traceback_limit\":99999999999999999999999",
+                ),
+                "not a valid snapshot file",
+            ),
+            (
+                "negative",
+                good.replace("\"traceback_limit\":2", "\"traceback_limit\":-2"),
+                "not a valid snapshot file",
+            ),
+            (
+                "bad string index",
+                good.replace("\"frames\":[[0,", "\"frames\":[[4000000000,"),
+                "refers to string 4000000000",
+            ),
+            (
+                "bad frame index",
+                good.replace("\"tracebacks\":[[2,[0,", "\"tracebacks\":[[2,[77,"),
+                "refers to frame 77",
+            ),
+            (
+                "bad traceback index",
+                good.replace("\"traces\":[[1,0]", "\"traces\":[[1,9]"),
+                "refers to traceback 9",
+            ),
+            (
+                "total below kept",
+                good.replace("\"tracebacks\":[[2,", "\"tracebacks\":[[1,"),
+                "keeps 2 frames but says it had 1",
+            ),
+            (
+                "deep nesting",
+                format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+                "not a valid snapshot file",
+            ),
+        ];
+        for (name, text, want) in cases {
+            let err = load_text(&format!("{}.json", name.replace(' ', "-")), &text);
+            assert!(err.to_string().contains(want), "{name}: {err}");
+        }
+
+        // A million frames in one traceback.
+        let frames: Vec<String> = (0..1_000_000).map(|_| "0".to_string()).collect();
+        let text = format!(
+            r#"{{"format":"tracealloc-snapshot","version":1,"traceback_limit":1,"sample_bytes":null,"strings":["a"],"frames":[[0,1,0]],"tracebacks":[[1000000,[{}]]],"traces":[[8,0]]}}"#,
+            frames.join(",")
+        );
+        let err = load_text("million.json", &text);
+        assert!(
+            err.to_string()
+                .contains("a traceback has 1000000 frames, over the limit of 4096"),
+            "{err}"
+        );
+
+        // A string over the limit.
+        let text = format!(
+            r#"{{"format":"tracealloc-snapshot","version":1,"traceback_limit":1,"sample_bytes":null,"strings":["{}"],"frames":[],"tracebacks":[],"traces":[]}}"#,
+            "x".repeat(100_000)
+        );
+        let err = load_text("long-string.json", &text);
+        assert!(
+            err.to_string().contains("a string of 100000 bytes"),
+            "{err}"
+        );
+    }
+}
