@@ -94,6 +94,7 @@
 mod alloc;
 mod counters;
 mod dump;
+mod registry;
 mod report;
 mod rss;
 mod snapshot;
@@ -106,6 +107,7 @@ pub use crate::alloc::TraceAlloc;
 pub use crate::counters::__check_allocs;
 pub use crate::counters::{measure, stats, Delta, Stats};
 pub use crate::dump::Error;
+pub use crate::registry::Registry;
 pub use crate::report::{Top, TopDiff};
 pub use crate::rss::rss;
 pub use crate::snapshot::{

@@ -418,23 +418,49 @@ impl Filter {
 /// character, `[seq]` / `[!seq]` a set with ranges; a `[` without its `]` is
 /// literal.
 pub(crate) fn fnmatch(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
+    if pattern.is_ascii() && name.is_ascii() {
+        // The usual case, without collecting characters.
+        fnmatch_units(pattern.as_bytes(), name.as_bytes())
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let n: Vec<char> = name.chars().collect();
+        fnmatch_units(&p, &n)
+    }
+}
+
+/// A pattern or name unit: an ASCII byte or a `char`.
+trait Unit: Copy + PartialOrd {
+    fn is(self, c: char) -> bool;
+}
+
+impl Unit for u8 {
+    fn is(self, c: char) -> bool {
+        self as char == c
+    }
+}
+
+impl Unit for char {
+    fn is(self, c: char) -> bool {
+        self == c
+    }
+}
+
+fn fnmatch_units<U: Unit>(p: &[U], n: &[U]) -> bool {
     // Iterative matching with one backtrack point for the last `*`.
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
         let step = match p.get(pi) {
-            Some('*') => {
+            Some(c) if c.is('*') => {
                 star = Some((pi, ni));
                 pi += 1;
                 continue;
             }
-            Some('?') => Some(pi + 1),
-            Some('[') => match class(&p, pi, n[ni]) {
+            Some(c) if c.is('?') => Some(pi + 1),
+            Some(c) if c.is('[') => match class(p, pi, n[ni]) {
                 Some((true, end)) => Some(end),
                 Some((false, _)) => None,
-                None => (n[ni] == '[').then_some(pi + 1),
+                None => n[ni].is('[').then_some(pi + 1),
             },
             Some(&c) => (c == n[ni]).then_some(pi + 1),
             None => None,
@@ -454,21 +480,21 @@ pub(crate) fn fnmatch(pattern: &str, name: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|c| c.is('*'))
 }
 
 /// Matches `c` against the set starting at `p[start] == '['`: `Some((matched,
 /// index after the closing bracket))`, or `None` if the set is not closed.
-fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+fn class<U: Unit>(p: &[U], start: usize, c: U) -> Option<(bool, usize)> {
     let mut i = start + 1;
-    let negate = p.get(i) == Some(&'!');
+    let negate = p.get(i).is_some_and(|u| u.is('!'));
     if negate {
         i += 1;
     }
     let first = i;
     let mut matched = false;
-    while i < p.len() && (p[i] != ']' || i == first) {
-        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+    while i < p.len() && (!p[i].is(']') || i == first) {
+        if i + 2 < p.len() && p[i + 1].is('-') && !p[i + 2].is(']') {
             matched |= p[i] <= c && c <= p[i + 2];
             i += 3;
         } else {
@@ -681,29 +707,28 @@ impl Snapshot {
 
     /// Per key: (bytes, blocks), weighted when the snapshot is sampled.
     fn group(&self, key_type: KeyType, cumulative: bool) -> HashMap<Traceback, (f64, f64)> {
-        // First per (traceback allocation, frame index): traces of one stack
-        // share their frames, so this pass hashes a pointer, not strings.
-        let mut per_stack: HashMap<(usize, usize), (f64, f64, &Traceback)> = HashMap::new();
+        // First per traceback (traces of one stack share their frames, so
+        // this pass hashes a pointer, not strings), then per frame of each
+        // distinct traceback: cumulative statistics cost stacks × frames,
+        // not traces × frames.
+        let mut per_stack: HashMap<usize, (f64, f64, &Traceback)> = HashMap::new();
         for t in &self.traces {
             let w = self.weight(t.size);
-            let id = t.traceback.frames.as_ptr() as usize;
-            let n = if cumulative {
-                t.traceback.frames.len()
-            } else {
-                1
-            };
-            for i in 0..n {
-                let g = per_stack.entry((id, i)).or_insert((0.0, 0.0, &t.traceback));
-                g.0 += t.size as f64 * w;
-                g.1 += w;
-            }
+            let g = per_stack
+                .entry(t.traceback.frames.as_ptr() as usize)
+                .or_insert((0.0, 0.0, &t.traceback));
+            g.0 += t.size as f64 * w;
+            g.1 += w;
         }
         // Then per key.
         let mut groups: HashMap<Traceback, (f64, f64)> = HashMap::new();
-        for ((_, i), (size, count, t)) in per_stack {
-            let g = groups.entry(key_of(t, i, key_type)).or_insert((0.0, 0.0));
-            g.0 += size;
-            g.1 += count;
+        for (size, count, t) in per_stack.into_values() {
+            let n = if cumulative { t.frames.len() } else { 1 };
+            for i in 0..n {
+                let g = groups.entry(key_of(t, i, key_type)).or_insert((0.0, 0.0));
+                g.0 += size;
+                g.1 += count;
+            }
         }
         groups
     }
@@ -1208,6 +1233,10 @@ mod tests {
             ("", "", true),
             ("", "a", false),
             ("/rustc/*", "/rustc/abc/library/std/src/io.rs", true),
+            // Not ASCII: matched by characters, not bytes.
+            ("?", "é", true),
+            ("src/[éa]*.rs", "src/école.rs", true),
+            ("*ö", "schön", false),
         ];
         for (pat, name, want) in cases {
             assert_eq!(fnmatch(pat, name), want, "fnmatch({pat:?}, {name:?})");
