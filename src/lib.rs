@@ -70,6 +70,8 @@
 //!   [`Snapshot::top_diff`] work as tracemalloc's and print its lines;
 //!   [`Snapshot::duplicates`] finds sites holding the same large block twice;
 //!   [`Snapshot::dump`] / [`Snapshot::load`] keep snapshots in files.
+//! - [`Registry`]: keyed singletons, loaded once per key and shared (the
+//!   remedy for the duplicates the tracer finds).
 //! - Build with `-C force-frame-pointers=yes` for the fast stack walk (see
 //!   [`CaptureMethod`]), and with `debug = "line-tables-only"` in release for
 //!   file and line numbers.

@@ -229,7 +229,8 @@ impl Trace {
 pub enum KeyType {
     /// By the allocating frame's file (line shown as 0).
     Filename,
-    /// By the allocating frame's file and line.
+    /// By the allocating frame's file and line (the key's function is left
+    /// empty: frames of two functions on one line are one key).
     Lineno,
     /// By the allocating frame's function (ours; file kept, line shown as 0).
     Function,
@@ -939,7 +940,13 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
     let one = |f: Frame| Traceback::new(vec![f]);
     match key_type {
         KeyType::Traceback => t.clone(),
-        KeyType::Lineno => one(frame.clone()),
+        // As tracemalloc's keys: file and line only (two closures inlined
+        // on one line are one key).
+        KeyType::Lineno => one(Frame::from_parts(
+            frame.filename.clone(),
+            frame.lineno,
+            "".into(),
+        )),
         KeyType::Filename => one(Frame::from_parts(frame.filename.clone(), 0, "".into())),
         KeyType::Function => one(Frame::from_parts(
             frame.filename.clone(),

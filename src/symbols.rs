@@ -84,8 +84,8 @@ impl Cache {
                 let function = function.as_deref().unwrap_or(UNKNOWN);
                 let internal = is_internal(file.as_deref().unwrap_or(UNKNOWN), function);
                 let file = match (&file, &self.cwd) {
-                    (Some(f), Some(cwd)) => f.strip_prefix(cwd.as_str()).unwrap_or(f).to_string(),
-                    (Some(f), None) => f.clone(),
+                    (Some(f), Some(cwd)) => normalize(f.strip_prefix(cwd.as_str()).unwrap_or(f)),
+                    (Some(f), None) => normalize(f),
                     (None, _) => UNKNOWN.to_string(),
                 };
                 let line = if file == UNKNOWN { 0 } else { line };
@@ -97,6 +97,33 @@ impl Cache {
         let frames: Arc<[Classified]> = frames.into();
         self.ips.insert(ip, frames.clone());
         frames
+    }
+}
+
+/// `path` with `.` components and `dir/..` pairs removed (lexically: a
+/// module included with `#[path = "../x.rs"]` shows as `x.rs`, not
+/// `tests/../x.rs`).
+fn normalize(path: &str) -> String {
+    if !path.contains("/.") {
+        return path.to_string();
+    }
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            ".." if absolute => {}
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
     }
 }
 
@@ -203,6 +230,19 @@ pub(crate) fn hold(held: &mut Held) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(
+            normalize("tests/../examples/model/mod.rs"),
+            "examples/model/mod.rs"
+        );
+        assert_eq!(normalize("/a/./b/../c.rs"), "/a/c.rs");
+        assert_eq!(normalize("../up.rs"), "../up.rs");
+        assert_eq!(normalize("/../x.rs"), "/x.rs");
+        assert_eq!(normalize("src/a.rs"), "src/a.rs");
+        assert_eq!(normalize("./src/.hidden/a.rs"), "src/.hidden/a.rs");
+    }
 
     #[test]
     fn internal_frames() {
