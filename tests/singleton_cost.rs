@@ -20,10 +20,13 @@ use tracealloc::{measure, KeyType, Registry, Snapshot, StatisticDiff, TraceAlloc
 static GLOBAL: TraceAlloc = TraceAlloc::system();
 
 fn main() -> std::process::ExitCode {
-    solo::run(&[(
-        "duplicate_loading_holds_twice_what_the_registry_does",
-        guard,
-    )])
+    solo::run(&[
+        (
+            "duplicate_loading_holds_twice_what_the_registry_does",
+            guard,
+        ),
+        ("half_precision_weights_decode_exactly", half_precision),
+    ])
 }
 
 const WEIGHTS: usize = 4 << 20;
@@ -105,4 +108,29 @@ fn guard() {
     drop(shared);
     tracealloc::stop();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--model PATH` accepts F16 weights (as many published models ship):
+/// known bit patterns decode to their exact values.
+fn half_precision() {
+    let cases: [(u16, f32); 9] = [
+        (0x0000, 0.0),
+        (0x8000, -0.0),
+        (0x3c00, 1.0),
+        (0xc000, -2.0),
+        (0x3555, 1365.0 / 4096.0),
+        (0x7bff, 65504.0),
+        (0x0001, 1.0 / 16_777_216.0),
+        (0x03ff, 1023.0 / 16_777_216.0),
+        (0x7c00, f32::INFINITY),
+    ];
+    for (bits, want) in cases {
+        let got = model::f16_to_f32(bits);
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "{bits:#06x}: {got} != {want}"
+        );
+    }
+    assert!(model::f16_to_f32(0x7e00).is_nan());
 }

@@ -74,7 +74,8 @@ fn decode(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
     Some(weights)
 }
 
-fn f16_to_f32(h: u16) -> f32 {
+/// An IEEE 754 half-precision value as f32 (exact: every f16 is an f32).
+pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;
