@@ -5,5 +5,8 @@ mod common;
 static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
 
 fn main() {
-    common::main("counting");
+    common::main(common::Mode {
+        name: "counting".into(),
+        snapshot: None,
+    });
 }

@@ -2,5 +2,8 @@
 mod common;
 
 fn main() {
-    common::main("system");
+    common::main(common::Mode {
+        name: "system".into(),
+        snapshot: None,
+    });
 }

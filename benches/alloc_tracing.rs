@@ -4,6 +4,11 @@
 //! `frames=N`, `capture=fp|unwind`, `sample=BYTES`, comma-separated.
 mod common;
 
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use tracealloc::KeyType;
+
 #[global_allocator]
 static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
 
@@ -24,9 +29,65 @@ fn main() {
         }
     }
     config.start();
-    let label = format!(
+    let name = format!(
         "tracing[{spec}]/{:?}",
         tracealloc::capture_method().expect("started")
     );
-    common::main(&label);
+    common::main(common::Mode {
+        name,
+        snapshot: Some(snapshot),
+    });
+}
+
+/// Live blocks for the snapshot workload, each allocated 12 calls down a
+/// path of two functions chosen by the bits of its index: 4096 stacks.
+type Blocks = Vec<Box<u64>>;
+
+#[inline(never)]
+fn path_a(bits: u32, level: u32, out: &mut Blocks) {
+    black_box(1u8);
+    descend(bits, level, out);
+}
+
+#[inline(never)]
+fn path_b(bits: u32, level: u32, out: &mut Blocks) {
+    black_box(2u16);
+    descend(bits, level, out);
+}
+
+fn descend(bits: u32, level: u32, out: &mut Blocks) {
+    match level {
+        0 => out.push(black_box(Box::new(bits as u64))),
+        _ if (bits >> (level - 1)) & 1 == 1 => path_a(bits, level - 1, out),
+        _ => path_b(bits, level - 1, out),
+    }
+}
+
+/// With 1 million live blocks over 4096 stacks: times `take_snapshot` (once
+/// symbols are cached), `statistics`, `dump` and `load`.
+fn snapshot() -> (Duration, u64) {
+    let mut blocks: Blocks = Vec::with_capacity(1_000_000);
+    for i in 0..1_000_000u32 {
+        descend(i % 4096, 12, &mut blocks);
+    }
+    drop(tracealloc::take_snapshot()); // resolve the symbols first
+    let path = std::env::temp_dir().join(format!("tracealloc-bench-{}.json", std::process::id()));
+    let t = Instant::now();
+    let s = tracealloc::take_snapshot();
+    let take = t.elapsed();
+    let stats = s.statistics(KeyType::Lineno, false);
+    let group = t.elapsed() - take;
+    s.dump(&path).expect("dump");
+    let dump = t.elapsed() - take - group;
+    let loaded = tracealloc::Snapshot::load(&path).expect("load");
+    let total = t.elapsed();
+    let _ = std::fs::remove_file(&path);
+    eprintln!(
+        "snapshot of {} blocks: take {take:.2?}, statistics {group:.2?}, dump {dump:.2?}, load {:.2?}",
+        s.traces().len(),
+        total - take - group - dump
+    );
+    let sum = loaded.traces().len() as u64 + stats.len() as u64;
+    drop(black_box((blocks, s, loaded)));
+    (total, sum)
 }

@@ -3,7 +3,7 @@
 //! run.
 //!
 //! ```text
-//! cargo bench --bench compare [-- --quick] [--rounds N] [--scale N] [--modes a,b,...]
+//! cargo bench --bench compare [-- --quick] [--rounds N] [--scale F] [--modes a,b,...] [--workloads a,b,...]
 //! ```
 //!
 //! It builds the mode binaries (`cargo bench --no-run`; the `-fp` modes in a
@@ -73,6 +73,8 @@ const MODES: &[Mode] = &[
     ),
     mode("trace1-fp", "alloc_tracing", "frames=1,capture=fp", true),
     mode("trace16-fp", "alloc_tracing", "frames=16,capture=fp", true),
+    mode("dhat", "alloc_dhat", "", false),
+    mode("stats_alloc", "alloc_stats_alloc", "", false),
 ];
 
 struct Sample {
@@ -84,8 +86,9 @@ struct Sample {
 struct Args {
     quick: bool,
     rounds: usize,
-    scale: Option<u64>,
+    scale: Option<f64>,
     modes: Vec<&'static Mode>,
+    workloads: Vec<&'static str>,
 }
 
 fn parse_args() -> Args {
@@ -107,6 +110,24 @@ fn parse_args() -> Args {
         })
     };
     let quick = args.iter().any(|a| a == "--quick");
+    let workloads: Vec<&'static str> = match value("--workloads") {
+        None => common::WORKLOADS.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|w| {
+                common::WORKLOADS
+                    .iter()
+                    .copied()
+                    .find(|k| *k == w)
+                    .unwrap_or_else(|| {
+                        fail(&format!(
+                            "unknown workload {w:?}; known: {}",
+                            common::WORKLOADS.join(", ")
+                        ))
+                    })
+            })
+            .collect(),
+    };
     let mut modes: Vec<&'static Mode> = match value("--modes") {
         None => MODES.iter().collect(),
         Some(list) => list
@@ -125,11 +146,18 @@ fn parse_args() -> Args {
     // The baseline always runs, first.
     modes.retain(|m| m.name != MODES[0].name);
     modes.insert(0, &MODES[0]);
+    let scale = value("--scale").map(|v| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|&f| f > 0.0)
+            .unwrap_or_else(|| fail(&format!("--scale needs a positive number, got {v:?}")))
+    });
     Args {
         quick,
-        rounds: positive("--rounds").map_or(if quick { 1 } else { 5 }, |n| n as usize),
-        scale: positive("--scale"),
+        rounds: positive("--rounds").map_or(if quick { 1 } else { 3 }, |n| n as usize),
+        scale,
         modes,
+        workloads,
     }
 }
 
@@ -147,27 +175,32 @@ fn main() {
     // samples[workload][mode] = one sample per round
     let mut samples: BTreeMap<&str, BTreeMap<&str, Vec<Sample>>> = BTreeMap::new();
     for round in 0..args.rounds {
-        for &workload in common::WORKLOADS {
+        for &workload in &args.workloads {
             let mut order: Vec<usize> = (0..args.modes.len()).collect();
             if round % 2 == 1 {
                 order.reverse();
             }
             for i in order {
                 let m = args.modes[i];
-                let s = run(&exes[i], m, workload, &args);
-                eprintln!(
-                    "round {}/{} {workload:8} {:16} {:.3} s",
+                let result = run(&exes[i], m, workload, &args);
+                let label = format!(
+                    "round {}/{} {workload:11} {:16}",
                     round + 1,
                     args.rounds,
-                    m.name,
-                    s.secs
+                    m.name
                 );
-                samples
+                let runs = samples
                     .entry(workload)
                     .or_default()
                     .entry(m.name)
-                    .or_default()
-                    .push(s);
+                    .or_default();
+                match result {
+                    Some(s) => {
+                        eprintln!("{label} {:.3} s", s.secs);
+                        runs.push(s);
+                    }
+                    None => eprintln!("{label} skipped"),
+                }
             }
         }
     }
@@ -239,7 +272,8 @@ fn json_string_field(line: &str, key: &str) -> Option<String> {
     Some(line[start..start + len].replace("\\\\", "\\"))
 }
 
-fn run(exe: &str, m: &Mode, workload: &str, args: &Args) -> Sample {
+/// One run of one mode on one workload; `None` when the mode skips it.
+fn run(exe: &str, m: &Mode, workload: &str, args: &Args) -> Option<Sample> {
     let mut cmd = Command::new(exe);
     cmd.arg(workload).env("TRACEALLOC_BENCH", m.spec);
     if args.quick {
@@ -256,6 +290,9 @@ fn run(exe: &str, m: &Mode, workload: &str, args: &Args) -> Sample {
         .lines()
         .find(|l| l.starts_with("result "))
         .filter(|_| out.status.success());
+    if line.is_some_and(|l| l.ends_with(" skipped")) {
+        return None;
+    }
     let Some(line) = line else {
         eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
         fail(&format!("{} {workload} gave no result", m.name));
@@ -271,11 +308,11 @@ fn run(exe: &str, m: &Mode, workload: &str, args: &Args) -> Sample {
             .parse::<f64>()
             .unwrap_or_else(|_| fail(&format!("bad {k} in {line:?}")))
     };
-    Sample {
+    Some(Sample {
         secs: num("secs"),
         peak_rss_kib: num("peak_rss_kib"),
         checksum: field("checksum"),
-    }
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -297,15 +334,21 @@ fn report(samples: &BTreeMap<&str, BTreeMap<&str, Vec<Sample>>>, args: &Args) {
         if args.quick { ", quick sizes" } else { "" }
     );
     println!(
-        "{:<10} {:<16} {:>12} {:>10} {:>10}",
+        "{:<12} {:<16} {:>12} {:>10} {:>10}",
         "workload", "mode", "median s", "time ×", "RSS ×"
     );
     let mut json = Vec::new();
-    for &workload in common::WORKLOADS {
-        let by_mode = &samples[workload];
-        let base_runs = &by_mode[base];
+    let empty = Vec::new();
+    for &workload in &args.workloads {
+        let Some(by_mode) = samples.get(workload) else {
+            continue;
+        };
+        let base_runs = by_mode.get(base).unwrap_or(&empty);
         for m in &args.modes {
-            let runs = &by_mode[m.name];
+            let runs = by_mode.get(m.name).unwrap_or(&empty);
+            if runs.is_empty() {
+                continue;
+            }
             if runs
                 .iter()
                 .zip(base_runs)
@@ -317,25 +360,31 @@ fn report(samples: &BTreeMap<&str, BTreeMap<&str, Vec<Sample>>>, args: &Args) {
                 ));
             }
             let secs = median(runs.iter().map(|s| s.secs).collect());
-            let ratio = median(
-                runs.iter()
-                    .zip(base_runs)
-                    .map(|(a, b)| a.secs / b.secs)
-                    .collect(),
-            );
-            let rss = median(
-                runs.iter()
-                    .zip(base_runs)
-                    .map(|(a, b)| a.peak_rss_kib / b.peak_rss_kib)
-                    .collect(),
-            );
+            let ratio = |f: fn(&Sample) -> f64| {
+                (!base_runs.is_empty()).then(|| {
+                    median(
+                        runs.iter()
+                            .zip(base_runs)
+                            .map(|(a, b)| f(a) / f(b))
+                            .collect(),
+                    )
+                })
+            };
+            let time = ratio(|s| s.secs);
+            let rss = ratio(|s| s.peak_rss_kib);
+            let show = |r: Option<f64>| r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"));
             println!(
-                "{workload:<10} {:<16} {secs:>12.4} {ratio:>10.3} {rss:>10.3}",
-                m.name
+                "{workload:<12} {:<16} {secs:>12.4} {:>10} {:>10}",
+                m.name,
+                show(time),
+                show(rss)
             );
+            let num = |r: Option<f64>| r.map_or_else(|| "null".to_string(), |r| format!("{r:.4}"));
             json.push(format!(
-                "{{\"workload\":\"{workload}\",\"mode\":\"{}\",\"median_secs\":{secs:.6},\"time_ratio\":{ratio:.4},\"peak_rss_ratio\":{rss:.4}}}",
-                m.name
+                "{{\"workload\":\"{workload}\",\"mode\":\"{}\",\"median_secs\":{secs:.6},\"time_ratio\":{},\"peak_rss_ratio\":{}}}",
+                m.name,
+                num(time),
+                num(rss)
             ));
         }
     }
