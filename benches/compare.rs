@@ -8,7 +8,7 @@
 //!
 //! It builds the mode binaries (`cargo bench --no-run`; the `-fp` modes in a
 //! second build with `-C force-frame-pointers=yes`, under
-//! `target/fp`), then for each round and workload runs every mode once,
+//! `target/fp`), then for each round (4 by default) and workload runs every mode once,
 //! reversing the order every other round (A B, B A, ...) so that the
 //! machine's drift cancels. Per round it takes each mode's time over the
 //! `system` mode's; the table gives the medians, and is also written as JSON
@@ -154,7 +154,8 @@ fn parse_args() -> Args {
     });
     Args {
         quick,
-        rounds: positive("--rounds").map_or(if quick { 1 } else { 3 }, |n| n as usize),
+        // Even, so that every mode runs as often before the baseline as after.
+        rounds: positive("--rounds").map_or(if quick { 1 } else { 4 }, |n| n as usize),
         scale,
         modes,
         workloads,
