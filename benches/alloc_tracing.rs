@@ -39,37 +39,10 @@ fn main() {
     });
 }
 
-/// Live blocks for the snapshot workload, each allocated 12 calls down a
-/// path of two functions chosen by the bits of its index: 4096 stacks.
-type Blocks = Vec<Box<u64>>;
-
-#[inline(never)]
-fn path_a(bits: u32, level: u32, out: &mut Blocks) {
-    black_box(1u8);
-    descend(bits, level, out);
-}
-
-#[inline(never)]
-fn path_b(bits: u32, level: u32, out: &mut Blocks) {
-    black_box(2u16);
-    descend(bits, level, out);
-}
-
-fn descend(bits: u32, level: u32, out: &mut Blocks) {
-    match level {
-        0 => out.push(black_box(Box::new(bits as u64))),
-        _ if (bits >> (level - 1)) & 1 == 1 => path_a(bits, level - 1, out),
-        _ => path_b(bits, level - 1, out),
-    }
-}
-
 /// With 1 million live blocks over 4096 stacks: times `take_snapshot` (once
 /// symbols are cached), `statistics`, `dump` and `load`.
 fn snapshot() -> (Duration, u64) {
-    let mut blocks: Blocks = Vec::with_capacity(1_000_000);
-    for i in 0..1_000_000u32 {
-        descend(i % 4096, 12, &mut blocks);
-    }
+    let blocks = common::many_stacks::allocate(1_000_000);
     drop(tracealloc::take_snapshot()); // resolve the symbols first
     let path = std::env::temp_dir().join(format!("tracealloc-bench-{}.json", std::process::id()));
     let t = Instant::now();

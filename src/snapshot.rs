@@ -263,15 +263,20 @@ impl fmt::Display for Statistic {
             format_size(self.size as f64, false),
             self.count
         )?;
-        if self.count != 0 {
-            write!(
-                f,
-                ", average={}",
-                format_size(self.size as f64 / self.count as f64, false)
-            )?;
-        }
-        Ok(())
+        write_average(f, self.size, self.count)
     }
+}
+
+/// tracemalloc's `, average=…`, written only when `count` is not 0.
+fn write_average(f: &mut fmt::Formatter<'_>, size: usize, count: usize) -> fmt::Result {
+    if count == 0 {
+        return Ok(());
+    }
+    write!(
+        f,
+        ", average={}",
+        format_size(size as f64 / count as f64, false)
+    )
 }
 
 fn write_key(f: &mut fmt::Formatter<'_>, t: &Traceback, key: KeyType) -> fmt::Result {
@@ -324,14 +329,7 @@ impl fmt::Display for StatisticDiff {
             self.count,
             self.count_diff
         )?;
-        if self.count != 0 {
-            write!(
-                f,
-                ", average={}",
-                format_size(self.size as f64 / self.count as f64, false)
-            )?;
-        }
-        Ok(())
+        write_average(f, self.size, self.count)
     }
 }
 

@@ -18,6 +18,8 @@ use tracealloc::{
     CaptureMethod, Config, KeyType, Snapshot, TraceAlloc,
 };
 
+#[path = "../benches/common/many_stacks.rs"]
+mod many_stacks;
 mod solo;
 
 #[global_allocator]
@@ -484,41 +486,13 @@ fn snapshot_diffs_byte_for_byte() {
     stop();
 }
 
-/// The live blocks of the 1-million-block test: boxes, one allocation each.
-type Blocks = Vec<Box<u64>>;
-
-#[inline(never)]
-fn path_a(bits: u32, level: u32, out: &mut Blocks) {
-    black_box(1u8);
-    descend(bits, level, out);
-}
-
-#[inline(never)]
-fn path_b(bits: u32, level: u32, out: &mut Blocks) {
-    black_box(2u16);
-    descend(bits, level, out);
-}
-
-fn descend(bits: u32, level: u32, out: &mut Blocks) {
-    match level {
-        0 => out.push(black_box(Box::new(bits as u64))),
-        _ if (bits >> (level - 1)) & 1 == 1 => path_a(bits, level - 1, out),
-        _ => path_b(bits, level - 1, out),
-    }
-}
-
 fn tracer_memory_per_live_block() {
     stop();
     start(1);
     black_box(take_snapshot()); // load symbols first: not per-block memory
     let before = tracealloc::tracer_memory();
     const N: usize = 1_000_000;
-    // 4096 distinct stacks: each block is allocated 12 calls down a path of
-    // two functions chosen by the bits of i % 4096.
-    let mut blocks: Blocks = Vec::with_capacity(N);
-    for i in 0..N as u32 {
-        descend(i % 4096, 12, &mut blocks);
-    }
+    let blocks = many_stacks::allocate(N);
     let after = tracealloc::tracer_memory();
     let per_block = (after - before) as f64 / N as f64;
     eprintln!("tracer memory: {per_block:.1} bytes per live block ({N} blocks)");

@@ -11,6 +11,9 @@
 //! 0.5–2 s under the system allocator on a 2-core machine; `--quick` is
 //! 0.05).
 
+#[allow(dead_code)] // used by the tracing modes only
+pub mod many_stacks;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
