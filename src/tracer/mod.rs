@@ -158,6 +158,7 @@ fn finish_take(b: Block) {
 /// The calling thread is exiting: push its running traced total.
 pub(crate) fn thread_exit() {
     let _ = TRACED_PENDING.try_with(|p| TRACED_PEAK.push(p.replace(0)));
+    stacks::flush_thread();
 }
 
 // ---------------------------------------------------------------------------

@@ -6,8 +6,11 @@
 //!                                  under the INDEX shard lock that assigns
 //!                                  the id), read without a lock; never freed
 //!   frames                         OnceLock<Box<[usize]>>: return addresses
-//!   allocs, frees, bytes,          atomics: the stack's totals, updated by
-//!   live_bytes, peak_live_bytes    every traced allocation and free
+//!   totals: allocs, frees, bytes,  atomics, on a cache line of their own,
+//!   live_bytes, peak_live_bytes    fed by per-thread batches (PENDING)
+//! PENDING (thread-local)           per-stack deltas, flushed every 64 events
+//!                                  or 64 KiB, on eviction and at thread exit:
+//!                                  totals lag by at most that per thread
 //! INDEX[hash % INDEX_SHARDS]       Mutex<open-addressing (hash, id) table>:
 //!                                  finds the id of a stack already seen
 //! NEXT_ID                          AtomicU32: ids are dense, 0..NEXT_ID
@@ -40,10 +43,20 @@ pub(crate) const STATIC_BYTES: usize =
     std::mem::size_of::<[OnceLock<Box<[StackRecord]>>; MAX_CHUNKS]>()
         + std::mem::size_of::<[Mutex<IndexShard>; INDEX_SHARDS]>();
 
-/// One interned stack and its totals.
+/// One interned stack and its totals. The frames, read on every lookup, and
+/// the totals, written by every traced allocation at this stack, sit on
+/// different cache lines: otherwise threads allocating at one site would
+/// stall each other's lookups.
 #[derive(Default)]
 pub(crate) struct StackRecord {
     frames: OnceLock<Box<[usize]>>,
+    pub(crate) totals: Totals,
+}
+
+/// A stack's running totals (on a cache line of their own).
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Totals {
     /// Traced blocks allocated at this stack.
     pub(crate) allocs: AtomicU64,
     /// Traced blocks allocated here and since freed.
@@ -179,37 +192,140 @@ fn grow(shard: &mut IndexShard) {
     shard.slots = slots;
 }
 
+/// Per-thread batches of per-stack deltas, flushed to the shared totals every
+/// `BATCH_EVENTS` events or `BATCH_BYTES` of net change, when another stack
+/// needs the slot, and when the thread exits. Threads allocating at one site
+/// would otherwise bounce its totals' cache line on every allocation.
+struct Pending {
+    id: Cell<StackId>,
+    /// The live table's generation the deltas belong to: deltas from before a
+    /// `clear_traces` are dropped, not added to the cleared totals.
+    generation: Cell<u64>,
+    events: Cell<u32>,
+    allocs: Cell<u64>,
+    frees: Cell<u64>,
+    bytes: Cell<u64>,
+    live: Cell<i64>,
+    /// The highest `live` reached since the last flush.
+    peak: Cell<i64>,
+}
+
+const BATCH_SLOTS: usize = 8;
+const BATCH_EVENTS: u32 = 64;
+const BATCH_BYTES: i64 = 64 * 1024;
+
+thread_local! {
+    static PENDING: [Pending; BATCH_SLOTS] = const {
+        [const {
+            Pending {
+                id: Cell::new(EMPTY),
+                generation: Cell::new(0),
+                events: Cell::new(0),
+                allocs: Cell::new(0),
+                frees: Cell::new(0),
+                bytes: Cell::new(0),
+                live: Cell::new(0),
+                peak: Cell::new(0),
+            }
+        }; BATCH_SLOTS]
+    };
+}
+
+/// Adds a batch to its stack's shared totals (if still of this generation),
+/// and empties it.
+fn flush(p: &Pending) {
+    if p.events.replace(0) == 0 {
+        return;
+    }
+    let (allocs, frees, bytes, live, peak) = (
+        p.allocs.replace(0),
+        p.frees.replace(0),
+        p.bytes.replace(0),
+        p.live.replace(0),
+        p.peak.replace(0),
+    );
+    if p.generation.get() != super::live::GENERATION.load(Acquire) {
+        return;
+    }
+    if let Some(r) = record(p.id.get()) {
+        let t = &r.totals;
+        t.allocs.fetch_add(allocs, Relaxed);
+        t.frees.fetch_add(frees, Relaxed);
+        t.bytes.fetch_add(bytes, Relaxed);
+        // The batch's own high point, on top of the shared value it started
+        // from: exact for one thread, within the batches of the others.
+        let before = t.live_bytes.fetch_add(live, Relaxed);
+        let high = before + peak.max(live);
+        if high > t.peak_live_bytes.load(Relaxed) {
+            t.peak_live_bytes.fetch_max(high, Relaxed);
+        }
+    }
+}
+
+/// Records an event at `id` in this thread's batch.
+#[inline]
+fn add(id: StackId, allocs: u64, frees: u64, bytes: u64, live: i64) {
+    let generation = super::live::GENERATION.load(Relaxed);
+    let batched = PENDING.try_with(|slots| {
+        let p = &slots[id as usize % BATCH_SLOTS];
+        if p.id.get() != id || p.generation.get() != generation {
+            flush(p);
+            p.id.set(id);
+            p.generation.set(generation);
+        }
+        p.allocs.set(p.allocs.get() + allocs);
+        p.frees.set(p.frees.get() + frees);
+        p.bytes.set(p.bytes.get() + bytes);
+        p.live.set(p.live.get() + live);
+        p.peak.set(p.peak.get().max(p.live.get()));
+        let events = p.events.get() + 1;
+        p.events.set(events);
+        if events >= BATCH_EVENTS || p.live.get().abs() > BATCH_BYTES {
+            flush(p);
+        }
+    });
+    if batched.is_err() {
+        let p = Pending {
+            id: Cell::new(id),
+            generation: Cell::new(generation),
+            events: Cell::new(1),
+            allocs: Cell::new(allocs),
+            frees: Cell::new(frees),
+            bytes: Cell::new(bytes),
+            live: Cell::new(live),
+            peak: Cell::new(live.max(0)),
+        };
+        flush(&p);
+    }
+}
+
 /// A traced block of `size` bytes was allocated at `id`.
 #[inline]
 pub(crate) fn on_alloc(id: StackId, size: usize) {
-    if let Some(r) = record(id) {
-        r.allocs.fetch_add(1, Relaxed);
-        r.bytes.fetch_add(size as u64, Relaxed);
-        let live = r.live_bytes.fetch_add(size as i64, Relaxed) + size as i64;
-        if live > r.peak_live_bytes.load(Relaxed) {
-            r.peak_live_bytes.fetch_max(live, Relaxed);
-        }
-    }
+    add(id, 1, 0, size as u64, size as i64);
 }
 
 /// A traced block of `size` bytes allocated at `id` was freed.
 #[inline]
 pub(crate) fn on_free(id: StackId, size: usize) {
-    if let Some(r) = record(id) {
-        r.frees.fetch_add(1, Relaxed);
-        r.live_bytes.fetch_sub(size as i64, Relaxed);
-    }
+    add(id, 0, 1, 0, -(size as i64));
+}
+
+/// Flushes this thread's batches (at thread exit; and before reading totals
+/// in tests).
+pub(crate) fn flush_thread() {
+    let _ = PENDING.try_with(|slots| slots.iter().for_each(flush));
 }
 
 /// Zeroes every stack's totals (for `clear_traces` and `stop`).
 pub(crate) fn reset_totals() {
     for id in 0..count() {
         if let Some(r) = record(id as StackId) {
-            r.allocs.store(0, Relaxed);
-            r.frees.store(0, Relaxed);
-            r.bytes.store(0, Relaxed);
-            r.live_bytes.store(0, Relaxed);
-            r.peak_live_bytes.store(0, Relaxed);
+            r.totals.allocs.store(0, Relaxed);
+            r.totals.frees.store(0, Relaxed);
+            r.totals.bytes.store(0, Relaxed);
+            r.totals.live_bytes.store(0, Relaxed);
+            r.totals.peak_live_bytes.store(0, Relaxed);
         }
     }
 }
@@ -235,11 +351,12 @@ mod tests {
         on_alloc(b, 100);
         on_alloc(b, 50);
         on_free(b, 100);
+        flush_thread();
         let r = record(b).unwrap();
-        assert_eq!(r.allocs.load(Relaxed), 2);
-        assert_eq!(r.frees.load(Relaxed), 1);
-        assert_eq!(r.live_bytes.load(Relaxed), 50);
-        assert_eq!(r.peak_live_bytes.load(Relaxed), 150);
+        assert_eq!(r.totals.allocs.load(Relaxed), 2);
+        assert_eq!(r.totals.frees.load(Relaxed), 1);
+        assert_eq!(r.totals.live_bytes.load(Relaxed), 50);
+        assert_eq!(r.totals.peak_live_bytes.load(Relaxed), 150);
     }
 
     #[test]
