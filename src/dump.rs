@@ -127,9 +127,9 @@ impl<'a> Tables<'a> {
             return id;
         }
         let entry = (
-            self.string(f.filename_arc()),
+            self.string(f.filename()),
             f.lineno(),
-            self.string(f.function_arc()),
+            self.string(f.function()),
         );
         self.frames.push(entry);
         let id = (self.frames.len() - 1) as u32;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::snapshot::{source_line, KeyType, Statistic, StatisticDiff, Traceback};
+use crate::snapshot::{source_line, KeyLabel, KeyType, Statistic, StatisticDiff, Traceback};
 
 /// A size in bytes as `tracemalloc._format_size` writes it: B, KiB, MiB, GiB,
 /// TiB (dividing by 1024); in a unit above B, one decimal below 100; no
@@ -29,14 +29,6 @@ pub(crate) fn format_size(size: f64, sign: bool) -> String {
         size /= 1024.0;
     }
     unreachable!("the TiB branch returns")
-}
-
-/// "#1: src/model.rs:42" and the like: the key as a report line starts.
-fn key_label(t: &Traceback, key_type: KeyType) -> String {
-    match (key_type, t.frames().first()) {
-        (KeyType::Function, Some(f)) => format!("{} ({})", f.function(), f.filename()),
-        _ => t.to_string(),
-    }
 }
 
 /// The lines printed under an entry: the source line of the allocating frame,
@@ -123,7 +115,7 @@ impl fmt::Display for Top {
                 f,
                 "#{}: {}: {}",
                 i + 1,
-                key_label(&s.traceback, self.key_type),
+                KeyLabel(&s.traceback, self.key_type),
                 kib(s.size as f64)
             )?;
             write_context(f, &s.traceback, self.key_type)?;
@@ -181,7 +173,7 @@ impl fmt::Display for TopDiff {
                 f,
                 "#{}: {}: {} ({:+.1} KiB), count={} ({:+})",
                 i + 1,
-                key_label(&d.traceback, self.key_type),
+                KeyLabel(&d.traceback, self.key_type),
                 kib(d.size as f64),
                 d.size_diff as f64 / 1024.0,
                 d.count,

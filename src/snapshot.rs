@@ -38,14 +38,6 @@ impl Frame {
         Frame::from_parts(filename.into(), lineno, function.into())
     }
 
-    pub(crate) fn filename_arc(&self) -> &str {
-        &self.filename
-    }
-
-    pub(crate) fn function_arc(&self) -> &str {
-        &self.function
-    }
-
     pub(crate) fn from_parts(filename: Arc<str>, lineno: u32, function: Arc<str>) -> Frame {
         Frame {
             filename,
@@ -280,9 +272,21 @@ fn write_average(f: &mut fmt::Formatter<'_>, size: usize, count: usize) -> fmt::
 }
 
 fn write_key(f: &mut fmt::Formatter<'_>, t: &Traceback, key: KeyType) -> fmt::Result {
-    match (key, t.frames.first()) {
-        (KeyType::Function, Some(frame)) => write!(f, "{} ({})", frame.function, frame.filename),
-        _ => fmt::Display::fmt(t, f),
+    fmt::Display::fmt(&KeyLabel(t, key), f)
+}
+
+/// How a key begins a report line: `file:line`, or `function (file)` for
+/// [`KeyType::Function`].
+pub(crate) struct KeyLabel<'a>(pub(crate) &'a Traceback, pub(crate) KeyType);
+
+impl fmt::Display for KeyLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.1, self.0.frames.first()) {
+            (KeyType::Function, Some(frame)) => {
+                write!(f, "{} ({})", frame.function, frame.filename)
+            }
+            _ => fmt::Display::fmt(self.0, f),
+        }
     }
 }
 
@@ -705,7 +709,13 @@ impl Snapshot {
     }
 
     /// Per key: (bytes, blocks), weighted when the snapshot is sampled.
+    ///
+    /// Panics for cumulative [`KeyType::Traceback`] (see `statistics`).
     fn group(&self, key_type: KeyType, cumulative: bool) -> HashMap<Traceback, (f64, f64)> {
+        assert!(
+            !(cumulative && key_type == KeyType::Traceback),
+            "tracealloc: cumulative statistics are not available for KeyType::Traceback"
+        );
         // First per traceback (traces of one stack share their frames, so
         // this pass hashes a pointer, not strings), then per frame of each
         // distinct traceback: cumulative statistics cost stacks × frames,
@@ -751,10 +761,6 @@ impl Snapshot {
     /// With `cumulative` and [`KeyType::Traceback`], which has no meaning
     /// (tracemalloc raises `ValueError`).
     pub fn statistics(&self, key_type: KeyType, cumulative: bool) -> Vec<Statistic> {
-        assert!(
-            !(cumulative && key_type == KeyType::Traceback),
-            "tracealloc: cumulative statistics are not available for KeyType::Traceback"
-        );
         let groups = self.group(key_type, cumulative);
         let mut stats: Vec<Statistic> = groups
             .into_iter()
@@ -796,10 +802,6 @@ impl Snapshot {
         key_type: KeyType,
         cumulative: bool,
     ) -> Vec<StatisticDiff> {
-        assert!(
-            !(cumulative && key_type == KeyType::Traceback),
-            "tracealloc: cumulative statistics are not available for KeyType::Traceback"
-        );
         let new_groups = self.group(key_type, cumulative);
         let mut old_groups = old.group(key_type, cumulative);
         let round = |v: f64| v.round() as usize;
