@@ -9,6 +9,7 @@
 //!   while threads exit), so this is how a thread hands its resources back.
 //! - [`on_fork`]: `pthread_atfork` handlers.
 //! - [`stack_bounds`] and [`page_size`].
+//! - [`prefetch`]: a cache hint for an address that may not be mapped.
 
 #[cfg(unix)]
 mod imp {
@@ -158,6 +159,21 @@ pub(crate) fn page_size() -> Option<usize> {
 #[allow(dead_code)]
 pub(crate) fn page_size() -> Option<usize> {
     None
+}
+
+/// Asks the CPU to start loading the cache line at `addr`, which need not be
+/// mapped nor belong to anything: a prefetch never faults nor changes memory.
+#[inline(always)]
+pub(crate) fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it reads nothing into the program, writes
+    // nothing, and is dropped (no fault) for an unmapped or invalid address.
+    // SSE, which it needs, is part of the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
 /// One object (the executable or a shared library) mapped into the process,

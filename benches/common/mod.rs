@@ -26,6 +26,7 @@ pub const WORKLOADS: &[&str] = &[
     "threads",
     "threads-all",
     "big",
+    "dense",
     "snapshot",
 ];
 
@@ -223,6 +224,19 @@ fn run(mode: &Mode, workload: &str, scale: f64) {
                 .map(|h| h.join().expect("worker"))
                 .fold(0, u64::wrapping_add);
             (n as u64 * steps, sum, start.elapsed())
+        }
+        // The live table's hardest case under glibc: its smallest blocks
+        // packed side by side, then freed in random order.
+        "dense" => {
+            let n = sized(4e6, scale) as usize;
+            let mut v: Vec<Box<[u64; 2]>> = (0..n as u64).map(|i| Box::new([i, i])).collect();
+            let mut r = Rng(0x5eed);
+            for i in (1..n).rev() {
+                v.swap(i, (r.next() % (i as u64 + 1)) as usize);
+            }
+            let sum = v.iter().map(|b| b[0]).fold(0, u64::wrapping_add);
+            drop(v);
+            (n as u64, sum, start.elapsed())
         }
         "big" => {
             // glibc soon serves these from its heap rather than fresh maps

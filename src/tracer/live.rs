@@ -5,11 +5,15 @@
 //! SHARDS[shard_of(addr)]   Mutex<LiveMap>, one per 128-byte line. Blocks of
 //!                          one 64 KiB region share a shard, so threads, which
 //!                          allocate from their own arenas, rarely meet on one.
-//!   slots                  open addressing, linear probing, backward-shift
-//!                          deletion; 16 bytes a block: addr, size (u32), stack
+//!   slots                  open addressing, Robin Hood linear probing,
+//!                          backward-shift deletion; 16 bytes a block: addr,
+//!                          size (u32), stack. Homes keep address order within
+//!                          1 KiB windows (see `home_in`): neighbours in memory
+//!                          are neighbours in the table
 //!   huge                   the real sizes of blocks of 4 GiB and more
 //!   bytes                  the traced bytes in this shard
-//!   generation             the tracing session the entries belong to
+//!   table, mask            where `slots` is, for lock-free prefetch hints
+//! GENERATION               the tracing session the entries belong to
 //! MAYBE[(addr >> 5) % LEN] counting filter (sampling sessions only): zero
 //!                          means "no traced block here", so most frees skip
 //!                          the lock; counts saturate (and then stay) at 255.
@@ -17,7 +21,7 @@
 //!                          share cache lines of it
 //! ```
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
 use std::sync::Mutex;
 
@@ -57,15 +61,26 @@ struct LiveMap {
 }
 
 #[repr(align(128))]
-struct Shard(Mutex<LiveMap>);
+struct Shard {
+    map: Mutex<LiveMap>,
+    /// The address and mask of `map.slots`, stored under the lock whenever
+    /// they change and read without it by [`prefetch`]: a hint only, so a
+    /// stale or torn pair costs a useless prefetch, nothing more.
+    table: AtomicUsize,
+    mask: AtomicUsize,
+}
 
 static SHARDS_: [Shard; SHARDS] = [const {
-    Shard(Mutex::new(LiveMap {
-        slots: Vec::new(),
-        len: 0,
-        huge: Vec::new(),
-        bytes: 0,
-    }))
+    Shard {
+        map: Mutex::new(LiveMap {
+            slots: Vec::new(),
+            len: 0,
+            huge: Vec::new(),
+            bytes: 0,
+        }),
+        table: AtomicUsize::new(0),
+        mask: AtomicUsize::new(0),
+    }
 }; SHARDS];
 
 static MAYBE: [AtomicU8; FILTER_LEN] = [const { AtomicU8::new(0) }; FILTER_LEN];
@@ -80,8 +95,31 @@ fn mix(x: usize) -> u64 {
 }
 
 #[inline]
-fn shard_of(addr: usize) -> &'static Mutex<LiveMap> {
-    &SHARDS_[(mix(addr >> 16) >> 58) as usize % SHARDS].0
+fn shard_of(addr: usize) -> &'static Shard {
+    &SHARDS_[(mix(addr >> 16) >> 58) as usize % SHARDS]
+}
+
+/// The slot where the search for `addr` starts in a table of `mask + 1`
+/// slots. Blocks of one 1 KiB stretch of addresses start in one window of 64
+/// slots, in address order, so that blocks allocated or freed one after the
+/// other (which glibc and most allocators place side by side) meet in the same
+/// cache lines of the table; the windows themselves are spread by a hash.
+#[inline(always)]
+fn home_in(addr: usize, mask: usize) -> usize {
+    let window = (mix(addr >> WINDOW_SHIFT) >> 32) as usize;
+    window.wrapping_add((addr >> 4) & (WINDOW_SLOTS - 1)) & mask
+}
+
+/// Starts loading the table line where `addr` would go, so that the insert
+/// that follows a stack capture finds it in the cache.
+#[inline(always)]
+pub(crate) fn prefetch(addr: usize) {
+    let shard = shard_of(addr);
+    let table = shard.table.load(Relaxed);
+    if table != 0 {
+        let home = home_in(addr, shard.mask.load(Relaxed));
+        crate::sys::prefetch(table.wrapping_add(home * std::mem::size_of::<Entry>()));
+    }
 }
 
 #[inline(always)]
@@ -89,12 +127,21 @@ fn filter_slot(addr: usize) -> &'static AtomicU8 {
     &MAYBE[(addr >> 5) % FILTER_LEN]
 }
 
+const WINDOW_SHIFT: u32 = 10;
+const WINDOW_SLOTS: usize = 1 << (WINDOW_SHIFT - 4);
+
 const SATURATED: u8 = u8::MAX;
 
 impl LiveMap {
     #[inline]
     fn home(&self, addr: usize) -> usize {
-        (mix(addr >> 4) >> 32) as usize & (self.slots.len() - 1)
+        home_in(addr, self.slots.len() - 1)
+    }
+
+    /// How far the entry in slot `i` sits from its home slot.
+    #[inline]
+    fn displacement(&self, i: usize) -> usize {
+        i.wrapping_sub(self.home(self.slots[i].addr)) & (self.slots.len() - 1)
     }
 
     fn find(&self, addr: usize) -> Option<usize> {
@@ -103,15 +150,19 @@ impl LiveMap {
         }
         let mask = self.slots.len() - 1;
         let mut i = self.home(addr);
+        let mut d = 0;
         loop {
             let e = self.slots[i];
             if e.addr == addr {
                 return Some(i);
             }
-            if e.addr == 0 {
+            // Robin Hood order: `addr` would sit before any entry nearer
+            // its own home than `addr` is to its.
+            if e.addr == 0 || self.displacement(i) < d {
                 return None;
             }
             i = (i + 1) & mask;
+            d += 1;
         }
     }
 
@@ -127,7 +178,15 @@ impl LiveMap {
     }
 
     fn insert(&mut self, addr: usize, size: usize, stack: StackId) {
-        if (self.len + 1) * 5 > self.slots.len() * 4 {
+        let found = self.find(addr);
+        if let Some(i) = found {
+            // The allocator handed out an address we still hold: the old
+            // block was freed untraced (e.g. while tracing toggled).
+            let old = self.slots[i];
+            self.bytes -= self.size_of(&old) as u64;
+            self.forget_huge(&old);
+            self.len -= 1;
+        } else if (self.len + 1) * 5 > self.slots.len() * 4 {
             self.grow();
         }
         let size32 = if size >= HUGE as usize {
@@ -141,24 +200,31 @@ impl LiveMap {
             size: size32,
             stack,
         };
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(addr);
-        while self.slots[i].addr != 0 {
-            if self.slots[i].addr == addr {
-                // The allocator handed out an address we still hold: the old
-                // block was freed untraced (e.g. while tracing toggled).
-                let old = self.slots[i];
-                self.bytes -= self.size_of(&old) as u64;
-                self.forget_huge(&old);
-                self.slots[i] = e;
-                self.bytes += size as u64;
-                return;
-            }
-            i = (i + 1) & mask;
+        match found {
+            Some(i) => self.slots[i] = e,
+            None => self.place(e),
         }
-        self.slots[i] = e;
         self.len += 1;
         self.bytes += size as u64;
+    }
+
+    /// Puts `e`, whose address is not in the table, in Robin Hood order:
+    /// along a probe run, entries stand in the order of their home slots, so
+    /// an entry that is farther from its home takes the slot of one nearer.
+    fn place(&mut self, mut e: Entry) {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(e.addr);
+        let mut d = 0;
+        while self.slots[i].addr != 0 {
+            let there = self.displacement(i);
+            if there < d {
+                std::mem::swap(&mut e, &mut self.slots[i]);
+                d = there;
+            }
+            i = (i + 1) & mask;
+            d += 1;
+        }
+        self.slots[i] = e;
     }
 
     fn forget_huge(&mut self, e: &Entry) {
@@ -174,23 +240,16 @@ impl LiveMap {
         let e = self.slots[i];
         let size = self.size_of(&e);
         self.forget_huge(&e);
-        // Backward-shift deletion: pull later entries of the probe run back.
+        // Backward-shift deletion: the entries after `i` that are away from
+        // their home move back one slot, up to the first that is at home.
         let mask = self.slots.len() - 1;
-        let mut j = i;
         loop {
-            j = (j + 1) & mask;
-            let next = self.slots[j];
-            if next.addr == 0 {
+            let j = (i + 1) & mask;
+            if self.slots[j].addr == 0 || self.displacement(j) == 0 {
                 break;
             }
-            let home = self.home(next.addr);
-            // `next` may move to `i` if its home is not in (i, j].
-            let dist_ij = j.wrapping_sub(i) & mask;
-            let dist_hj = j.wrapping_sub(home) & mask;
-            if dist_hj >= dist_ij {
-                self.slots[i] = next;
-                i = j;
-            }
+            self.slots[i] = self.slots[j];
+            i = j;
         }
         self.slots[i] = VACANT;
         self.len -= 1;
@@ -204,13 +263,8 @@ impl LiveMap {
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(64);
         let old = std::mem::replace(&mut self.slots, vec![VACANT; cap]);
-        let mask = cap - 1;
         for e in old.into_iter().filter(|e| e.addr != 0) {
-            let mut i = self.home(e.addr);
-            while self.slots[i].addr != 0 {
-                i = (i + 1) & mask;
-            }
-            self.slots[i] = e;
+            self.place(e);
         }
     }
 
@@ -229,11 +283,17 @@ impl LiveMap {
 /// Must run under the reentrancy guard (the table may grow).
 #[inline]
 pub(crate) fn insert(addr: usize, size: usize, stack: StackId, generation: u64) -> bool {
-    let mut map = lock(shard_of(addr));
+    let shard = shard_of(addr);
+    let mut map = lock(&shard.map);
     if GENERATION.load(Acquire) != generation {
         return false;
     }
     map.insert(addr, size, stack);
+    let mask = map.slots.len() - 1;
+    if shard.mask.load(Relaxed) != mask {
+        shard.table.store(map.slots.as_ptr() as usize, Relaxed);
+        shard.mask.store(mask, Relaxed);
+    }
     if FILTERED.load(Relaxed) != 0 {
         let _ =
             filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v < SATURATED).then_some(v + 1));
@@ -255,7 +315,7 @@ pub(crate) fn remove(addr: usize) -> Option<Block> {
     if filtered && filter_slot(addr).load(Relaxed) == 0 {
         return None;
     }
-    let block = lock(shard_of(addr)).remove(addr)?;
+    let block = lock(&shard_of(addr).map).remove(addr)?;
     if filtered {
         let _ = filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| {
             (v > 0 && v < SATURATED).then(|| v - 1)
@@ -266,7 +326,7 @@ pub(crate) fn remove(addr: usize) -> Option<Block> {
 
 /// The traced block at `addr`, if any.
 pub(crate) fn get(addr: usize) -> Option<Block> {
-    let map = lock(shard_of(addr));
+    let map = lock(&shard_of(addr).map);
     let i = map.find(addr)?;
     let e = map.slots[i];
     Some(Block {
@@ -283,8 +343,10 @@ pub(crate) fn clear(filtered: bool) {
     GENERATION.fetch_add(1, AcqRel);
     FILTERED.store(0, Relaxed);
     for s in &SHARDS_ {
-        let mut map = lock(&s.0);
+        let mut map = lock(&s.map);
         map.clear();
+        s.table.store(0, Relaxed);
+        s.mask.store(0, Relaxed);
     }
     for f in &MAYBE {
         f.store(0, Relaxed);
@@ -300,7 +362,7 @@ pub(crate) const STATIC_BYTES: usize =
 /// Total traced bytes and blocks now.
 pub(crate) fn totals() -> (u64, usize) {
     SHARDS_.iter().fold((0, 0), |(b, n), s| {
-        let map = lock(&s.0);
+        let map = lock(&s.map);
         (b + map.bytes, n + map.len)
     })
 }
@@ -310,7 +372,7 @@ pub(crate) fn totals() -> (u64, usize) {
 /// allocate outside the guard nor take a shard lock.
 pub(crate) fn for_each(mut f: impl FnMut(usize, StackId)) {
     for s in &SHARDS_ {
-        let map = lock(&s.0);
+        let map = lock(&s.map);
         for e in map.slots.iter().filter(|e| e.addr != 0) {
             f(map.size_of(e), e.stack);
         }
@@ -320,7 +382,7 @@ pub(crate) fn for_each(mut f: impl FnMut(usize, StackId)) {
 /// Takes every shard lock into `held` (before `fork()`).
 pub(crate) fn hold_all(held: &mut Held) {
     for s in &SHARDS_ {
-        held.push(Box::new(lock(&s.0)));
+        held.push(Box::new(lock(&s.map)));
     }
 }
 
@@ -338,43 +400,68 @@ mod tests {
         }
     }
 
-    /// The map against a `HashMap` reference, through a long random sequence
-    /// of inserts and removes over a small address space (many collisions).
+    /// The map against a `HashMap` reference, through long random sequences
+    /// of inserts and removes over small address spaces (many collisions):
+    /// 16-byte blocks side by side, 8-byte ones (two per home slot), and
+    /// blocks scattered over distant regions.
     #[test]
     fn map_matches_a_reference() {
-        let mut map = empty();
-        let mut reference: HashMap<usize, (usize, StackId)> = HashMap::new();
-        let mut x = 0x1234_5678_9abc_def1u64;
-        for step in 0..200_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let addr = 16 * (1 + (x % 3000) as usize);
-            let size = if x.is_multiple_of(1000) {
-                5 << 30
-            } else {
-                (x >> 20) as usize % 5000 + 1
-            };
-            if x.is_multiple_of(3) {
-                assert_eq!(
-                    map.remove(addr).map(|b| (b.size, b.stack)),
-                    reference.remove(&addr),
-                    "step {step}"
-                );
-            } else if let std::collections::hash_map::Entry::Vacant(v) = reference.entry(addr) {
-                v.insert((size, step));
-                map.insert(addr, size, step);
+        let spaces: [fn(u64) -> usize; 3] = [
+            |x| 16 * (1 + (x % 3000) as usize),
+            |x| 8 * (1 + (x % 3000) as usize),
+            |x| ((x % 40) as usize) << 33 | (16 * (1 + (x >> 8) % 100) as usize),
+        ];
+        for (n, space) in spaces.into_iter().enumerate() {
+            let mut map = empty();
+            let mut reference: HashMap<usize, (usize, StackId)> = HashMap::new();
+            let mut x = 0x1234_5678_9abc_def1u64;
+            for step in 0..200_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let addr = space(x);
+                let size = if x.is_multiple_of(1000) {
+                    5 << 30
+                } else {
+                    (x >> 20) as usize % 5000 + 1
+                };
+                if x.is_multiple_of(3) {
+                    assert_eq!(
+                        map.remove(addr).map(|b| (b.size, b.stack)),
+                        reference.remove(&addr),
+                        "space {n}, step {step}"
+                    );
+                } else if x.is_multiple_of(7) {
+                    // The address is handed out again while still traced.
+                    reference.insert(addr, (size, step));
+                    map.insert(addr, size, step);
+                } else if let std::collections::hash_map::Entry::Vacant(v) = reference.entry(addr) {
+                    v.insert((size, step));
+                    map.insert(addr, size, step);
+                }
+                assert_eq!(map.len, reference.len(), "space {n}, step {step}");
             }
-            assert_eq!(map.len, reference.len());
-        }
-        assert_eq!(
-            map.bytes,
-            reference.values().map(|v| v.0 as u64).sum::<u64>()
-        );
-        for (&addr, &(size, stack)) in &reference {
-            let i = map.find(addr).unwrap();
-            assert_eq!(map.size_of(&map.slots[i]), size);
-            assert_eq!(map.slots[i].stack, stack);
+            assert_eq!(
+                map.bytes,
+                reference.values().map(|v| v.0 as u64).sum::<u64>()
+            );
+            assert_eq!(
+                map.huge.len(),
+                reference.values().filter(|v| v.0 >= HUGE as usize).count()
+            );
+            for (&addr, &(size, stack)) in &reference {
+                let i = map.find(addr).unwrap();
+                assert_eq!(map.size_of(&map.slots[i]), size);
+                assert_eq!(map.slots[i].stack, stack);
+            }
+            // Robin Hood order holds: along a run, no entry is nearer its
+            // home than the one before it is to its own, less one.
+            for i in 0..map.slots.len() {
+                let j = (i + 1) & (map.slots.len() - 1);
+                if map.slots[i].addr != 0 && map.slots[j].addr != 0 {
+                    assert!(map.displacement(j) <= map.displacement(i) + 1, "space {n}");
+                }
+            }
         }
     }
 }

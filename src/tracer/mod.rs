@@ -90,6 +90,8 @@ fn add_traced(delta: i64) {
 /// Traces the new block at `addr`. Under the reentrancy guard.
 #[inline(never)]
 pub(crate) fn on_alloc(addr: usize, size: usize) {
+    // The table line the insert will need loads while the stack is walked.
+    live::prefetch(addr);
     let nframe = NFRAME.load(Relaxed);
     let generation = live::GENERATION.load(Acquire);
     // Small buffers for the usual small limits: zeroing 2 KiB on every
