@@ -64,7 +64,7 @@ pub(crate) fn probability(size: usize, rate: u64) -> f64 {
     if rate == 0 {
         return 1.0;
     }
-    -(-(size as f64) / rate as f64).exp_m1()
+    -libm::expm1(-(size as f64) / rate as f64)
 }
 
 fn seed(salt: usize) -> u64 {
@@ -84,7 +84,7 @@ fn interval(rng: &Cell<u64>, rate: u64) -> i64 {
     rng.set(x);
     let bits = x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11; // 53 random bits
     let u = (bits as f64 + 1.0) / (1u64 << 53) as f64; // in (0, 1]
-    let v = -u.ln() * rate as f64;
+    let v = -libm::log(u) * rate as f64;
     (v as i64).max(1)
 }
 

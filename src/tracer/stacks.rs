@@ -2,7 +2,7 @@
 //! a [`StackId`], with its running totals.
 //!
 //! ```text
-//! CHUNKS[id / CHUNK][id % CHUNK]   StackRecord: written once (its frames,
+//! CHUNKS[chunk_of(id)]            StackRecord: written once (its frames,
 //!                                  under the INDEX shard lock that assigns
 //!                                  the id), read without a lock; never freed
 //!   frames                         OnceLock<Box<[usize]>>: return addresses
@@ -32,10 +32,28 @@ use super::{lock, Held};
 
 pub(crate) type StackId = u32;
 
+/// Records per chunk: the first chunks are small (a process with a few
+/// stacks touches a few KiB, not a whole chunk), doubling up to `CHUNK`.
 const CHUNK: usize = 1024;
-const MAX_CHUNKS: usize = 16 * 1024;
+const FIRST_CHUNK: usize = 64;
+/// Chunks smaller than `CHUNK`, and the ids they hold.
+const SMALL_CHUNKS: usize = CHUNK.ilog2() as usize - FIRST_CHUNK.ilog2() as usize;
+const SMALL_IDS: usize = CHUNK - FIRST_CHUNK;
+const MAX_CHUNKS: usize = SMALL_CHUNKS + 16 * 1024;
 /// At most this many distinct stacks (16 M); past it new stacks go untraced.
-pub(crate) const MAX_STACKS: usize = CHUNK * MAX_CHUNKS;
+pub(crate) const MAX_STACKS: usize = SMALL_IDS + CHUNK * (MAX_CHUNKS - SMALL_CHUNKS);
+
+/// The chunk holding `id`, the index of `id` in it, and the chunk's length.
+#[inline]
+fn chunk_of(id: usize) -> (usize, usize, usize) {
+    if id < SMALL_IDS {
+        let k = (id / FIRST_CHUNK + 1).ilog2() as usize;
+        (k, id - FIRST_CHUNK * ((1 << k) - 1), FIRST_CHUNK << k)
+    } else {
+        let rest = id - SMALL_IDS;
+        (SMALL_CHUNKS + rest / CHUNK, rest % CHUNK, CHUNK)
+    }
+}
 const INDEX_SHARDS: usize = 16;
 
 /// Bytes of the table's static parts.
@@ -104,8 +122,8 @@ thread_local! {
 /// The record of `id`, if it was assigned.
 #[inline]
 pub(crate) fn record(id: StackId) -> Option<&'static StackRecord> {
-    let id = id as usize;
-    CHUNKS.get(id / CHUNK)?.get()?.get(id % CHUNK)
+    let (chunk, i, _) = chunk_of(id as usize);
+    CHUNKS.get(chunk)?.get()?.get(i)
 }
 
 /// How many ids have been assigned (some may still be being written).
@@ -179,9 +197,9 @@ fn intern_locked(h: u64, frames: &[usize]) -> Option<StackId> {
         NEXT_ID.store(MAX_STACKS as u32, Relaxed);
         return None;
     }
-    let chunk = CHUNKS[id as usize / CHUNK]
-        .get_or_init(|| (0..CHUNK).map(|_| StackRecord::default()).collect());
-    let _ = chunk[id as usize % CHUNK].frames.set(frames.into());
+    let (chunk, at, len) = chunk_of(id as usize);
+    let chunk = CHUNKS[chunk].get_or_init(|| (0..len).map(|_| StackRecord::default()).collect());
+    let _ = chunk[at].frames.set(frames.into());
     shard.slots[i] = (h, id);
     shard.len += 1;
     if shard.len * 4 > shard.slots.len() * 3 {
@@ -352,6 +370,25 @@ pub(crate) fn hold_all(held: &mut Held) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every id up to the limit has one place, chunk after chunk, each
+    /// chunk filled from 0 to its length.
+    #[test]
+    fn ids_fill_chunks_in_order() {
+        let mut expected = (0, 0);
+        for id in 0..MAX_STACKS {
+            let (chunk, i, len) = chunk_of(id);
+            assert_eq!((chunk, i), expected, "id {id}");
+            assert!(i < len && len <= CHUNK);
+            expected = if i + 1 == len {
+                (chunk + 1, 0)
+            } else {
+                (chunk, i + 1)
+            };
+        }
+        assert_eq!(expected, (MAX_CHUNKS, 0));
+        assert_eq!(chunk_of(0).2, FIRST_CHUNK);
+    }
 
     #[test]
     fn same_frames_same_id_and_totals() {
