@@ -349,7 +349,11 @@ pub(crate) fn clear(filtered: bool) {
         s.mask.store(0, Relaxed);
     }
     for f in &MAYBE {
-        f.store(0, Relaxed);
+        // Written only where set: a filter never used stays untouched (no
+        // resident pages).
+        if f.load(Relaxed) != 0 {
+            f.store(0, Relaxed);
+        }
     }
     FILTERED.store(filtered as u32, Relaxed);
     GENERATION.fetch_add(1, AcqRel);
