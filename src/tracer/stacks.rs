@@ -137,16 +137,16 @@ fn hash(frames: &[usize]) -> u64 {
     // Four independent lanes, so that each frame's multiply does not wait on
     // the previous one's.
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let step = |lane: &mut u64, f: usize| *lane = (lane.rotate_left(5) ^ f as u64).wrapping_mul(K);
     let mut lanes = [frames.len() as u64, 1, 2, 3];
     let mut quads = frames.chunks_exact(4);
     for q in &mut quads {
-        for (lane, &f) in lanes.iter_mut().zip(q) {
-            *lane = (lane.rotate_left(5) ^ f as u64).wrapping_mul(K);
-        }
+        lanes.iter_mut().zip(q).for_each(|(lane, &f)| step(lane, f));
     }
-    for (lane, &f) in lanes.iter_mut().zip(quads.remainder()) {
-        *lane = (lane.rotate_left(5) ^ f as u64).wrapping_mul(K);
-    }
+    lanes
+        .iter_mut()
+        .zip(quads.remainder())
+        .for_each(|(lane, &f)| step(lane, f));
     let h = lanes
         .iter()
         .fold(0u64, |h, &l| (h.rotate_left(23) ^ l).wrapping_mul(K));
