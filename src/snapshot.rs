@@ -115,6 +115,25 @@ impl Traceback {
         Traceback::from_parts(frames.into(), total)
     }
 
+    /// The same frames, from a stack that had `total_nframe` frames before
+    /// the traceback limit cut it (at least the number of frames kept).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, Traceback};
+    ///
+    /// let t = Traceback::new(vec![Frame::new("src/a.rs", 3, "a::f")]).with_total_nframe(12);
+    /// assert_eq!((t.frames().len(), t.total_nframe()), (1, 12));
+    /// ```
+    pub fn with_total_nframe(self, total_nframe: usize) -> Traceback {
+        let total_nframe = total_nframe.max(self.frames.len());
+        Traceback {
+            total_nframe,
+            ..self
+        }
+    }
+
     pub(crate) fn from_parts(frames: Arc<[Frame]>, total_nframe: usize) -> Traceback {
         Traceback {
             frames,
@@ -189,13 +208,20 @@ impl Ord for Traceback {
     }
 }
 
-/// Line `lineno` of `filename`, stripped; `None` if unreadable or empty.
+/// Line `lineno` of `filename`, stripped as Python's `str.strip()` strips
+/// (Unicode white space and the ASCII separators U+001C to U+001F), after a
+/// UTF-8 byte-order mark at the start of the file is dropped (as
+/// `linecache` reads it); `None` if unreadable or empty.
 pub(crate) fn source_line(filename: &str, lineno: u32) -> Option<String> {
     if lineno == 0 {
         return None;
     }
     let text = std::fs::read_to_string(filename).ok()?;
-    let line = text.lines().nth(lineno as usize - 1)?.trim();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let line = text
+        .lines()
+        .nth(lineno as usize - 1)?
+        .trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
     (!line.is_empty()).then(|| line.to_string())
 }
 
@@ -226,7 +252,16 @@ pub enum KeyType {
     Lineno,
     /// By the allocating frame's function (ours; file kept, line shown as 0).
     Function,
-    /// By the whole traceback.
+    /// By the whole traceback, frame by frame on file and line, as
+    /// tracemalloc's key: the functions and the stack's depth beyond the
+    /// limit (`total_nframe`) are not part of it, so blocks whose kept frames
+    /// are the same lines are one key even when the stacks above them differ.
+    /// The key's frames have empty function names, and its `total_nframe` is
+    /// its frame count.
+    ///
+    /// The one difference from tracemalloc: a statistic's line begins with
+    /// the allocating frame (`Traceback`'s `Display`), where tracemalloc's
+    /// `str(traceback)` writes the oldest kept frame.
     Traceback,
 }
 
@@ -939,7 +974,12 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
     };
     let one = |f: Frame| Traceback::new(vec![f]);
     match key_type {
-        KeyType::Traceback => t.clone(),
+        KeyType::Traceback => Traceback::new(
+            t.frames
+                .iter()
+                .map(|f| Frame::from_parts(f.filename.clone(), f.lineno, "".into()))
+                .collect(),
+        ),
         // As tracemalloc's keys: file and line only (two closures inlined
         // on one line are one key).
         KeyType::Lineno => one(Frame::from_parts(

@@ -148,8 +148,14 @@ pub(crate) fn traceback(id: StackId, nframe: usize) -> Traceback {
 /// Drops this crate's, the unwinder's and the standard library's frames from
 /// the top, then keeps `nframe`. If nothing but such frames (or unknown
 /// ones) is left, the stack is kept from the first frame not known to be
-/// internal: better an unhelpful frame than none.
+/// internal: better an unhelpful frame than none. A stack with no frame at
+/// all (nothing could be captured) is `<unknown>:0`, as tracemalloc gives
+/// it: every traceback has a frame 0.
 fn trimmed(mut frames: Vec<Classified>, nframe: usize) -> Traceback {
+    if frames.is_empty() {
+        let unknown: Arc<str> = Arc::from(UNKNOWN);
+        frames.push((Frame::from_parts(unknown.clone(), 0, unknown), false));
+    }
     let first_user = frames
         .iter()
         .position(|(f, internal)| !internal && f.filename() != UNKNOWN);
@@ -308,5 +314,10 @@ mod tests {
         // Nothing but internal and unknown frames: keep from the unknown one.
         let t = trimmed(vec![frames[0].clone(), frame(UNKNOWN, 0, "mystery")], 5);
         assert_eq!(t.frames()[0].function(), "mystery");
+        // No frame at all: tracemalloc's `<unknown>:0`.
+        let t = trimmed(Vec::new(), 5);
+        assert_eq!(t.frames(), &[Frame::new(UNKNOWN, 0, UNKNOWN)]);
+        assert_eq!(t.total_nframe(), 1);
+        assert_eq!(t.to_string(), "<unknown>:0");
     }
 }

@@ -176,6 +176,59 @@ pub(crate) fn prefetch(addr: usize) {
     let _ = addr;
 }
 
+/// Fills `out` with the executable segments of the objects mapped now (the
+/// executable first, then the shared libraries in load order), as `(start,
+/// end)` process addresses; returns how many. Objects beyond `out.len()` are
+/// left out. Allocates nothing.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    target_pointer_width = "64"
+))]
+pub(crate) fn code_ranges(out: &mut [(usize, usize)]) -> usize {
+    struct Out<'a> {
+        ranges: &'a mut [(usize, usize)],
+        n: usize,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `dl_iterate_phdr` passes a valid `info` for the duration
+        // of the call, and `data` is the `Out` given below, borrowed mutably
+        // by nobody else while the iteration runs.
+        let (info, out) = unsafe { (&*info, &mut *(data as *mut Out<'_>)) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        for p in phdrs {
+            if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 && out.n < out.ranges.len()
+            {
+                let start = (info.dlpi_addr as usize).wrapping_add(p.p_vaddr as usize);
+                out.ranges[out.n] = (start, start.wrapping_add(p.p_memsz as usize));
+                out.n += 1;
+            }
+        }
+        0
+    }
+    let mut o = Out { ranges: out, n: 0 };
+    // SAFETY: `each` matches the callback type and only touches `o`, which
+    // outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut o as *mut Out<'_>).cast()) };
+    o.n
+}
+
+/// Without `dl_iterate_phdr`: no code segments known.
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "android"),
+    target_pointer_width = "64"
+)))]
+pub(crate) fn code_ranges(_out: &mut [(usize, usize)]) -> usize {
+    0
+}
+
 /// One object (the executable or a shared library) mapped into the process,
 /// with copies of its unwind tables, for the cached unwinder.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -323,6 +323,7 @@ impl Config {
         crate::sys::on_fork(fork_prepare, fork_release, fork_release);
         let method = match self.capture {
             Some(CaptureMethod::FramePointers) if capture::FRAME_POINTERS_SUPPORTED => {
+                capture::refresh_code_ranges();
                 CaptureMethod::FramePointers
             }
             Some(_) => CaptureMethod::Unwinder,
@@ -509,9 +510,21 @@ pub fn tracer_memory() -> usize {
     counters::tracer_heap_bytes() + live::STATIC_BYTES + stacks::STATIC_BYTES
 }
 
-/// How stacks are captured: chosen by [`start`] (frame pointers where a test
-/// walk agrees with the unwinder, the unwinder otherwise); `None` before the
-/// first session.
+/// How stacks are captured: chosen by [`start`]; `None` before the first
+/// session.
+///
+/// `start` uses frame pointers only when they can be trusted: it calls a
+/// probe of known depth in this crate (built with the same flags as your
+/// code) and walks the frame pointers from there, and the walk must give
+/// the DWARF unwinder's frames one for one, from the probe's bottom frame
+/// through the probe's callers (your code that called `start`) and on to
+/// where the walk ends. Otherwise, as in a build without
+/// `-C force-frame-pointers=yes`, it uses the unwinder.
+///
+/// Each walk is checked too: its frame pointers must stay on the thread's
+/// stack, and every return address must lie in the code of an object loaded
+/// when tracing started. A walk that fails is redone with the unwinder and
+/// counted in [`capture_fallbacks`].
 ///
 /// # Examples
 ///
@@ -528,6 +541,32 @@ pub fn tracer_memory() -> usize {
 /// ```
 pub fn capture_method() -> Option<CaptureMethod> {
     capture::method()
+}
+
+/// How many frame-pointer walks since the process started were rejected and
+/// redone with the unwinder: a return address outside the loaded code (the
+/// chain passed through code built without frame pointers, such as a C
+/// library calling back into Rust, or code loaded after tracing started), or
+/// a thread whose stack bounds are unknown. Each costs an unwind instead of
+/// a walk; the traceback recorded is the unwinder's. 0 when capturing with
+/// the unwinder.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(1);
+///     let v = std::hint::black_box(vec![0u8; 100]);
+///     println!("{} walks redone so far", tracealloc::capture_fallbacks());
+///     tracealloc::stop();
+///     drop(v);
+/// }
+/// ```
+pub fn capture_fallbacks() -> u64 {
+    capture::fallbacks()
 }
 
 /// The live traced blocks, copied out for a snapshot.

@@ -1,0 +1,376 @@
+//! Call sites in the setup users run: `tracealloc::start` inside `#[test]`
+//! functions under the default libtest harness (its worker threads), on the
+//! test thread and on threads the test spawns, debug and release, with and
+//! without frame pointers. Frame 0 must be the exact line of this file that
+//! allocated.
+//!
+//! Tracing is process-wide, so these tests take `SESSION` for the length of
+//! their session; other tests of this binary may allocate meanwhile, as in a
+//! user's test suite. CI also runs this file with
+//! `-C force-frame-pointers=yes` and `TRACEALLOC_EXPECT_CAPTURE=frame-pointers`,
+//! and without them and `TRACEALLOC_EXPECT_CAPTURE=unwinder`.
+
+use std::hint::black_box;
+use std::sync::{Mutex, MutexGuard};
+
+use tracealloc::{object_traceback, take_snapshot, CaptureMethod, KeyType, Snapshot};
+
+#[global_allocator]
+static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+
+static SESSION: Mutex<()> = Mutex::new(());
+
+/// Holds the session lock; stops tracing when dropped. The tests call
+/// `tracealloc::start` themselves, in their own body, as users do: what the
+/// register holding the frame pointer contains there is what the capture
+/// method's choice must not be fooled by.
+struct Session(#[allow(dead_code)] MutexGuard<'static, ()>);
+
+impl Session {
+    fn lock() -> Session {
+        let guard = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+        tracealloc::stop();
+        Session(guard)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tracealloc::stop();
+    }
+}
+
+/// The method CI expects for this build, when it says.
+fn check_method() {
+    let method = tracealloc::capture_method();
+    match std::env::var("TRACEALLOC_EXPECT_CAPTURE").as_deref() {
+        Ok("frame-pointers") => assert_eq!(method, Some(CaptureMethod::FramePointers)),
+        Ok("unwinder") => assert_eq!(method, Some(CaptureMethod::Unwinder)),
+        _ => {}
+    }
+}
+
+/// `(file, line)` of frame `i` of the traceback of the block at `ptr`.
+fn frame<T: ?Sized>(ptr: *const T, i: usize) -> (String, u32) {
+    let t = object_traceback(ptr).expect("the block is traced");
+    let f = t
+        .frames()
+        .get(i)
+        .unwrap_or_else(|| panic!("no frame {i} in {t:?}"));
+    (f.filename().to_string(), f.lineno())
+}
+
+fn here(line: u32) -> (String, u32) {
+    (file!().to_string(), line)
+}
+
+// Four sites in helpers, each on a line of its own.
+#[inline(never)]
+fn site_a(n: usize) -> Vec<u8> {
+    vec![1u8; n]
+}
+const SITE_A: u32 = line!() - 2;
+
+#[inline(never)]
+fn site_b(n: usize) -> Vec<u8> {
+    vec![2u8; n]
+}
+const SITE_B: u32 = line!() - 2;
+
+#[inline(never)]
+fn site_c(n: usize) -> Box<[u64]> {
+    vec![3u64; n].into_boxed_slice()
+}
+const SITE_C: u32 = line!() - 2;
+
+#[inline(never)]
+fn site_d(n: usize) -> String {
+    "d".repeat(n)
+}
+const SITE_D: u32 = line!() - 2;
+
+fn lineno(s: &Snapshot, line: u32) -> Option<(usize, usize)> {
+    s.statistics(KeyType::Lineno, false)
+        .into_iter()
+        .find(|st| {
+            let f = &st.traceback.frames()[0];
+            f.filename() == file!() && f.lineno() == line
+        })
+        .map(|st| (st.size, st.count))
+}
+
+/// Allocates at the four sites and checks each block's frame 0 and the
+/// snapshot's lines: every site its own key, none merged into one frame.
+fn four_sites_on_this_thread() {
+    check_method();
+    let a = black_box(site_a(3 << 20));
+    let b = black_box(site_b(2 << 20));
+    let c = black_box(site_c(1 << 17));
+    let d = black_box(site_d(5000));
+    assert_eq!(frame(a.as_ptr(), 0), here(SITE_A));
+    assert_eq!(frame(b.as_ptr(), 0), here(SITE_B));
+    assert_eq!(frame(c.as_ptr(), 0), here(SITE_C));
+    assert_eq!(frame(d.as_ptr(), 0), here(SITE_D));
+    let s = take_snapshot();
+    assert_eq!(lineno(&s, SITE_A), Some((3 << 20, 1)));
+    assert_eq!(lineno(&s, SITE_B), Some((2 << 20, 1)));
+    assert_eq!(lineno(&s, SITE_C), Some((1 << 20, 1)));
+    assert_eq!(lineno(&s, SITE_D), Some((5000, 1)));
+    // Every trace has a frame (tracemalloc's `<unknown>:0` at worst).
+    assert!(s.traces().iter().all(|t| !t.traceback.frames().is_empty()));
+    drop((a, b, c, d));
+}
+
+#[test]
+fn started_on_the_test_thread() {
+    let _s = Session::lock();
+    tracealloc::start(1);
+    four_sites_on_this_thread();
+}
+
+#[test]
+fn started_on_the_test_thread_with_the_site_inline() {
+    let _s = Session::lock();
+    tracealloc::start(1);
+    check_method();
+    let v = black_box(vec![5u8; 123_456]);
+    let line = line!() - 1;
+    assert_eq!(frame(v.as_ptr(), 0), here(line));
+    assert_eq!(lineno(&take_snapshot(), line), Some((123_456, 1)));
+}
+
+#[test]
+fn started_on_a_spawned_thread() {
+    let _s = Session::lock();
+    std::thread::spawn(|| {
+        tracealloc::start(1);
+        four_sites_on_this_thread();
+        tracealloc::stop();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn started_on_the_test_thread_allocated_on_others() {
+    let _s = Session::lock();
+    tracealloc::start(1);
+    check_method();
+    let blocks: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(|| black_box(site_b(4096))))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for b in &blocks {
+        assert_eq!(frame(b.as_ptr(), 0), here(SITE_B));
+    }
+    assert_eq!(lineno(&take_snapshot(), SITE_B), Some((3 * 4096, 3)));
+}
+
+#[inline(never)]
+fn outer(n: usize) -> (Vec<u8>, u32) {
+    (black_box(site_a(n)), line!())
+}
+
+#[test]
+fn deeper_frames_are_the_callers_lines() {
+    let _s = Session::lock();
+    tracealloc::start(3);
+    check_method();
+    let (v, outer_line) = outer(1000);
+    let test_line = line!() - 1;
+    assert_eq!(frame(v.as_ptr(), 0), here(SITE_A));
+    assert_eq!(frame(v.as_ptr(), 1), here(outer_line));
+    assert_eq!(frame(v.as_ptr(), 2), here(test_line));
+    let t = object_traceback(v.as_ptr()).unwrap();
+    assert!(t.frames()[0].function().ends_with("site_a"), "{t:?}");
+    assert!(t.total_nframe() > 3, "libtest's frames are below: {t:?}");
+}
+
+#[test]
+fn the_same_in_a_thread_started_before_tracing() {
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        go_rx.recv().unwrap();
+        let v = black_box(site_c(100));
+        done_tx.send(frame(v.as_ptr(), 0)).unwrap();
+    });
+    let _s = Session::lock();
+    tracealloc::start(1);
+    check_method();
+    go_tx.send(()).unwrap();
+    assert_eq!(done_rx.recv().unwrap(), here(SITE_C));
+    worker.join().unwrap();
+}
+
+/// Callers in assembly, with unwind information, that leave the frame
+/// pointer register holding what non-frame-pointer code may leave there:
+///
+/// - `tracealloc_test_call_under_a_bad_frame_record(f)` points it at a
+///   record whose return address is no code: a walk from `f` cannot go on
+///   past it (the unwinder can);
+/// - `tracealloc_test_call_under_stale_records(f)` calls `f` through two
+///   frames that each write a true frame record (the next record, the
+///   frame's return address) and point the register at it. Code built
+///   without frame pointers leaves the register alone, so a walk from
+///   anywhere inside `f` starts at these records, above `f`'s own frames,
+///   and from there follows a true chain: the stale frame pointer of a
+///   debug build on libtest's threads, made deterministic.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod asm_callers {
+    std::arch::global_asm!(
+        ".globl tracealloc_test_call_under_a_bad_frame_record",
+        ".type tracealloc_test_call_under_a_bad_frame_record, @function",
+        "tracealloc_test_call_under_a_bad_frame_record:",
+        ".cfi_startproc",
+        "push rbp",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbp, 0",
+        "sub rsp, 16",
+        ".cfi_adjust_cfa_offset 16",
+        "mov qword ptr [rsp], 0",
+        "mov qword ptr [rsp + 8], 0x1234",
+        "mov rbp, rsp",
+        "call rdi",
+        "add rsp, 16",
+        ".cfi_adjust_cfa_offset -16",
+        "pop rbp",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbp",
+        "ret",
+        ".cfi_endproc",
+        ".size tracealloc_test_call_under_a_bad_frame_record, . - tracealloc_test_call_under_a_bad_frame_record",
+        "",
+        // The inner frame: saves rbp, writes the record [rbp as it came
+        // (the outer record), own return address] below it, points rbp at
+        // it and calls rdi.
+        ".type tracealloc_test_record_frame, @function",
+        "tracealloc_test_record_frame:",
+        ".cfi_startproc",
+        "push rbp",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbp, 0",
+        "sub rsp, 16",
+        ".cfi_adjust_cfa_offset 16",
+        "mov rax, [rsp + 24]",
+        "mov [rsp + 8], rax",
+        "mov [rsp], rbp",
+        "mov rbp, rsp",
+        "call rdi",
+        "add rsp, 16",
+        ".cfi_adjust_cfa_offset -16",
+        "pop rbp",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbp",
+        "ret",
+        ".cfi_endproc",
+        ".size tracealloc_test_record_frame, . - tracealloc_test_record_frame",
+        "",
+        // The outer frame: the record [0, own return address], the first
+        // of the chain; then the inner frame with the target in rdi.
+        ".globl tracealloc_test_call_under_stale_records",
+        ".type tracealloc_test_call_under_stale_records, @function",
+        "tracealloc_test_call_under_stale_records:",
+        ".cfi_startproc",
+        "push rbp",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_rel_offset rbp, 0",
+        "sub rsp, 16",
+        ".cfi_adjust_cfa_offset 16",
+        "mov rax, [rsp + 24]",
+        "mov [rsp + 8], rax",
+        "mov qword ptr [rsp], 0",
+        "mov rbp, rsp",
+        "call tracealloc_test_record_frame",
+        "add rsp, 16",
+        ".cfi_adjust_cfa_offset -16",
+        "pop rbp",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore rbp",
+        "ret",
+        ".cfi_endproc",
+        ".size tracealloc_test_call_under_stale_records, . - tracealloc_test_call_under_stale_records",
+    );
+
+    extern "C" {
+        pub fn tracealloc_test_call_under_a_bad_frame_record(f: extern "C" fn());
+        pub fn tracealloc_test_call_under_stale_records(f: extern "C" fn());
+    }
+}
+
+/// Starts tracing and allocates at four sites under stale frame records;
+/// the verdict goes to `STALE_RESULT`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+extern "C" fn start_and_allocate_under_stale_records() {
+    let ok = std::panic::catch_unwind(|| {
+        tracealloc::start(1);
+        check_method();
+        four_sites_on_this_thread();
+    });
+    *STALE_RESULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok.is_ok());
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+static STALE_RESULT: Mutex<Option<bool>> = Mutex::new(None);
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn a_stale_frame_pointer_does_not_fool_the_choice() {
+    let _s = Session::lock();
+    // SAFETY: the assembly functions call `f` with an aligned stack and
+    // restore every callee-saved register they change.
+    unsafe {
+        asm_callers::tracealloc_test_call_under_stale_records(
+            start_and_allocate_under_stale_records,
+        )
+    };
+    let ok = STALE_RESULT.lock().unwrap().take();
+    assert_eq!(ok, Some(true), "see the panic above");
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+static BAD_RECORD_BLOCK: Mutex<Option<(Vec<u8>, u32)>> = Mutex::new(None);
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+extern "C" fn allocate_under_the_bad_record() {
+    let v = black_box(vec![9u8; 4321]);
+    let line = line!() - 1;
+    if let Ok(mut slot) = BAD_RECORD_BLOCK.lock() {
+        *slot = Some((v, line));
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn a_walk_through_a_bad_frame_record_is_redone_and_counted() {
+    let _s = Session::lock();
+    tracealloc::start(4);
+    check_method();
+    let before = tracealloc::capture_fallbacks();
+    // SAFETY: the assembly function calls `f` with a valid stack and
+    // restores every callee-saved register it changes.
+    unsafe {
+        asm_callers::tracealloc_test_call_under_a_bad_frame_record(allocate_under_the_bad_record)
+    };
+    let call_line = line!() - 2;
+    let after = tracealloc::capture_fallbacks();
+    let (v, line) = BAD_RECORD_BLOCK.lock().unwrap().take().expect("allocated");
+    let t = object_traceback(v.as_ptr()).expect("traced");
+    let frames: Vec<(String, u32)> = t
+        .frames()
+        .iter()
+        .map(|f| (f.filename().to_string(), f.lineno()))
+        .collect();
+    assert_eq!(frames[0], here(line), "{t:?}");
+    // The assembly function has no line information; the unwinder gets
+    // past it to the test's own line.
+    assert_eq!(frames[1].0, "<unknown>", "{t:?}");
+    assert_eq!(frames[2], here(call_line), "{t:?}");
+    if tracealloc::capture_method() == Some(CaptureMethod::FramePointers) {
+        assert!(after > before, "the rejected walk is counted");
+    } else {
+        assert_eq!(after, before, "no walk with the unwinder");
+    }
+}
