@@ -111,6 +111,9 @@ static HEAP_PEAK: PeakTracker = PeakTracker::new();
 /// Bytes the tracer holds on the heap: its allocations are counted here, not
 /// in the process totals (see `record_tracer`).
 static TRACER_BYTES: AtomicI64 = AtomicI64::new(0);
+/// Set by the first event counted (in `record_slow`, which every thread's
+/// first event takes): proof that a `TraceAlloc` is the global allocator.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// A peak of a quantity that threads change through per-thread running totals
 /// (`pending`), pushed here when they leave `-PEAK_SLACK..=PEAK_SLACK`.
@@ -295,6 +298,7 @@ fn record(ev: Event) -> Recorded {
         // Unreachable for a const thread-local without destructor; counted
         // exactly all the same.
         Err(_) => {
+            INSTALLED.store(true, Relaxed);
             add_shared(ev);
             Recorded::Done
         }
@@ -320,6 +324,9 @@ fn add_to_own_slot(t: &ThreadCounters, s: &Slot, ev: Event) {
 #[cold]
 #[inline(never)]
 fn record_slow(t: &ThreadCounters, ev: Event) -> Recorded {
+    if !INSTALLED.load(Relaxed) {
+        INSTALLED.store(true, Relaxed);
+    }
     if !t.overflow.get() {
         if let Some(slot) = claim_slot() {
             t.slot.set(Some(slot));
@@ -457,6 +464,60 @@ impl fmt::Display for Stats {
             self.total_bytes
         )
     }
+}
+
+/// Whether a [`TraceAlloc`](crate::TraceAlloc) is the program's global
+/// allocator: without one nothing is counted or traced, so [`measure`], the
+/// assertion macros, [`start`](crate::start) and
+/// [`take_snapshot`](crate::take_snapshot) panic, and [`stats`] reads zero.
+///
+/// True once a `TraceAlloc` has counted an allocation; if none has yet, this
+/// allocates one byte and frees it to see (not counted in a `measure` of
+/// this thread).
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     assert!(tracealloc::is_installed());
+/// }
+/// ```
+pub fn is_installed() -> bool {
+    if INSTALLED.load(Relaxed) {
+        return true;
+    }
+    // No event counted yet in this process: allocate once and see, outside
+    // any `measure` running on this thread.
+    let depth = THREAD.try_with(|t| t.depth.replace(0)).unwrap_or(0);
+    drop(std::hint::black_box(Box::new(0u8)));
+    let _ = THREAD.try_with(|t| t.depth.set(depth));
+    INSTALLED.load(Relaxed)
+}
+
+/// Panics, saying what to add, when no [`TraceAlloc`](crate::TraceAlloc) is
+/// the global allocator; `what` is the function called.
+#[track_caller]
+pub(crate) fn require_installed(what: &str) {
+    if !is_installed() {
+        not_installed(what);
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn not_installed(what: &str) -> ! {
+    panic!(
+        "tracealloc: {what} needs tracealloc::TraceAlloc as the global allocator, and this \
+         program does not use it, so nothing is counted or traced. Add\n\n    \
+         #[global_allocator]\n    \
+         static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();\n\n\
+         to the crate root of this binary (each file under tests/, examples/ and \
+         benches/ is a binary of its own and needs its own)"
+    );
 }
 
 /// Raw sums over every slot.
@@ -665,6 +726,11 @@ impl Drop for MeasureScope {
 /// `peak_bytes` too). Work that `f` hands to other threads is not counted;
 /// a block `f` frees is counted wherever it was allocated.
 ///
+/// # Panics
+///
+/// When no [`TraceAlloc`](crate::TraceAlloc) is the global allocator (see
+/// [`is_installed`]): every figure would be a zero that means nothing.
+///
 /// # Examples
 ///
 /// ```
@@ -682,11 +748,26 @@ impl Drop for MeasureScope {
 ///     assert_eq!(d.peak_bytes, 4000);
 /// }
 /// ```
+#[track_caller]
 pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Delta) {
+    measure_as("measure", f)
+}
+
+/// [`measure`] for the assertion macros, whose name the panic gives; not
+/// public API.
+#[doc(hidden)]
+#[track_caller]
+pub fn __measure_for_assert<R>(f: impl FnOnce() -> R) -> (R, Delta) {
+    measure_as("assert_max_allocs!", f)
+}
+
+#[track_caller]
+fn measure_as<R>(what: &str, f: impl FnOnce() -> R) -> (R, Delta) {
     let scope = MeasureScope::begin();
     let r = f();
     let d = scope.delta();
     drop(scope);
+    require_installed(what);
     (r, d)
 }
 
@@ -746,7 +827,7 @@ macro_rules! assert_no_alloc {
 #[macro_export]
 macro_rules! assert_max_allocs {
     ($max:expr, $e:expr $(,)?) => {{
-        let (value, delta) = $crate::measure(|| $e);
+        let (value, delta) = $crate::__measure_for_assert(|| $e);
         $crate::__check_allocs(&delta, $max, ::core::stringify!($e));
         value
     }};

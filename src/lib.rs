@@ -11,13 +11,15 @@
 //! ```
 //!
 //! ```
+//! use std::hint::black_box; // keeps the optimizer from removing what is counted
+//!
 //! #[global_allocator]
 //! static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
 //!
 //! fn main() {
 //!     // What this thread allocated while the closure ran, exact even while
 //!     // other threads allocate (so it is safe under the parallel test runner).
-//!     let (v, delta) = tracealloc::measure(|| vec![0u8; 1 << 20]);
+//!     let (v, delta) = tracealloc::measure(|| black_box(vec![0u8; 1 << 20]));
 //!     assert_eq!(delta.allocs, 1);
 //!     assert_eq!(delta.bytes_allocated, 1 << 20);
 //!
@@ -33,7 +35,7 @@
 //!     // Where the memory is, and what grew.
 //!     tracealloc::start(1);
 //!     let before = tracealloc::take_snapshot();
-//!     let model = vec![0f32; 1 << 20];
+//!     let model = black_box(vec![0f32; 1 << 20]);
 //!     let after = tracealloc::take_snapshot();
 //!     print!("{}", after.top(10, tracealloc::KeyType::Lineno));
 //!     for diff in after.compare_to(&before, tracealloc::KeyType::Lineno, false).iter().take(3) {
@@ -67,19 +69,25 @@
 //!   library's frames are trimmed).
 //! - [`Snapshot::statistics`], [`Snapshot::compare_to`],
 //!   [`Snapshot::filter_traces`], [`Snapshot::top`] and
-//!   [`Snapshot::top_diff`] work as tracemalloc's and print its lines;
+//!   [`Snapshot::top_diff`] work as tracemalloc's and print its lines (a
+//!   [`KeyType::Traceback`] line begins with the allocating frame, where
+//!   tracemalloc writes the oldest);
 //!   [`Snapshot::duplicates`] finds sites holding the same large block twice;
 //!   [`Snapshot::dump`] / [`Snapshot::load`] keep snapshots in files.
 //! - [`Registry`]: keyed singletons, loaded once per key and shared (the
 //!   remedy for the duplicates the tracer finds).
 //! - Build with `-C force-frame-pointers=yes` for the fast stack walk (see
-//!   [`CaptureMethod`]), and with `debug = "line-tables-only"` in release for
-//!   file and line numbers.
+//!   [`capture_method`] for how `start` makes sure it can be trusted), and
+//!   with `debug = "line-tables-only"` in release for file and line numbers.
+//! - What this crate's functions return (snapshots, statistics, reports) is
+//!   counted (it is heap you hold) but never traced.
 //!
 //! # Caveats
 //!
 //! - One set of counters per process: install one [`TraceAlloc`] as the
-//!   `#[global_allocator]`. Memory that does not go through Rust's global
+//!   `#[global_allocator]` (in every binary: each file under `tests/` is
+//!   one). Without it [`measure`], the assertion macros, [`start`] and
+//!   [`take_snapshot`] panic with the lines to add; [`is_installed`] asks. Memory that does not go through Rust's global
 //!   allocator (C libraries calling `malloc`, memory maps) is not counted; it
 //!   shows in [`rss`].
 //! - `peak_bytes` in [`Stats`] may differ from the true peak by up to 64 KiB
@@ -106,8 +114,8 @@ mod tracer;
 
 pub use crate::alloc::TraceAlloc;
 #[doc(hidden)]
-pub use crate::counters::__check_allocs;
-pub use crate::counters::{measure, stats, Delta, Stats};
+pub use crate::counters::{__check_allocs, __measure_for_assert};
+pub use crate::counters::{is_installed, measure, stats, Delta, Stats};
 pub use crate::dump::Error;
 pub use crate::registry::Registry;
 pub use crate::report::{Top, TopDiff};

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dump::Error;
 
-use crate::alloc::Internal;
+use crate::alloc::{untraced, Internal};
 use crate::report::{format_size, Top, TopDiff};
 use crate::tracer::{self, sample};
 
@@ -167,21 +167,23 @@ impl Traceback {
     /// assert_eq!(t.format(Some(1), true), ["  File \"no/such/a.rs\", line 3"]);
     /// ```
     pub fn format(&self, limit: Option<usize>, most_recent_first: bool) -> Vec<String> {
-        let keep = limit.map_or(self.frames.len(), |l| l.min(self.frames.len()));
-        let recent = &self.frames[..keep];
-        let ordered: Vec<&Frame> = if most_recent_first {
-            recent.iter().collect()
-        } else {
-            recent.iter().rev().collect()
-        };
-        let mut lines = Vec::new();
-        for f in ordered {
-            lines.push(format!("  File \"{}\", line {}", f.filename, f.lineno));
-            if let Some(src) = source_line(&f.filename, f.lineno) {
-                lines.push(format!("    {src}"));
+        untraced(|| {
+            let keep = limit.map_or(self.frames.len(), |l| l.min(self.frames.len()));
+            let recent = &self.frames[..keep];
+            let ordered: Vec<&Frame> = if most_recent_first {
+                recent.iter().collect()
+            } else {
+                recent.iter().rev().collect()
+            };
+            let mut lines = Vec::new();
+            for f in ordered {
+                lines.push(format!("  File \"{}\", line {}", f.filename, f.lineno));
+                if let Some(src) = source_line(&f.filename, f.lineno) {
+                    lines.push(format!("    {src}"));
+                }
             }
-        }
-        lines
+            lines
+        })
     }
 }
 
@@ -268,7 +270,9 @@ pub enum KeyType {
 /// The traces grouped under one key by [`Snapshot::statistics`].
 ///
 /// `Display` is tracemalloc's: `src/model.rs:42: size=5120 KiB, count=2,
-/// average=2560 KiB` (for [`KeyType::Function`], the function name leads).
+/// average=2560 KiB` (for [`KeyType::Function`], the function name leads;
+/// for [`KeyType::Traceback`], the allocating frame, where tracemalloc
+/// writes the oldest).
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Statistic {
@@ -710,7 +714,7 @@ impl Snapshot {
     /// # Ok::<(), tracealloc::Error>(())
     /// ```
     pub fn dump(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        crate::dump::dump(self, path.as_ref())
+        untraced(|| crate::dump::dump(self, path.as_ref()))
     }
 
     /// Reads a snapshot written by [`dump`](Self::dump).
@@ -722,7 +726,7 @@ impl Snapshot {
     /// 4096 frames, a string over 64 KiB, an index out of range): an
     /// [`Error`] naming the path and what is wrong. It never panics.
     pub fn load(path: impl AsRef<Path>) -> Result<Snapshot, Error> {
-        crate::dump::load(path.as_ref())
+        untraced(|| crate::dump::load(path.as_ref()))
     }
 
     /// The traced blocks.
@@ -796,18 +800,22 @@ impl Snapshot {
     /// With `cumulative` and [`KeyType::Traceback`], which has no meaning
     /// (tracemalloc raises `ValueError`).
     pub fn statistics(&self, key_type: KeyType, cumulative: bool) -> Vec<Statistic> {
-        let groups = self.group(key_type, cumulative);
-        let mut stats: Vec<Statistic> = groups
-            .into_iter()
-            .map(|(traceback, (size, count))| Statistic {
-                traceback,
-                size: size.round() as usize,
-                count: count.round() as usize,
-                key_type,
-            })
-            .collect();
-        stats.sort_by(|a, b| (b.size, b.count, &b.traceback).cmp(&(a.size, a.count, &a.traceback)));
-        stats
+        untraced(|| {
+            let groups = self.group(key_type, cumulative);
+            let mut stats: Vec<Statistic> = groups
+                .into_iter()
+                .map(|(traceback, (size, count))| Statistic {
+                    traceback,
+                    size: size.round() as usize,
+                    count: count.round() as usize,
+                    key_type,
+                })
+                .collect();
+            stats.sort_by(|a, b| {
+                (b.size, b.count, &b.traceback).cmp(&(a.size, a.count, &a.traceback))
+            });
+            stats
+        })
     }
 
     /// What changed since `old`, grouped by `key_type`, as tracemalloc's
@@ -837,35 +845,38 @@ impl Snapshot {
         key_type: KeyType,
         cumulative: bool,
     ) -> Vec<StatisticDiff> {
-        let new_groups = self.group(key_type, cumulative);
-        let mut old_groups = old.group(key_type, cumulative);
-        let round = |v: f64| v.round() as usize;
-        let mut diffs: Vec<StatisticDiff> = Vec::with_capacity(new_groups.len() + old_groups.len());
-        for (traceback, (size, count)) in new_groups {
-            let (old_size, old_count) = old_groups.remove(&traceback).unwrap_or((0.0, 0.0));
-            let (size, count, old_size, old_count) =
-                (round(size), round(count), round(old_size), round(old_count));
-            diffs.push(StatisticDiff {
-                traceback,
-                size,
-                size_diff: size as isize - old_size as isize,
-                count,
-                count_diff: count as isize - old_count as isize,
-                key_type,
-            });
-        }
-        for (traceback, (size, count)) in old_groups {
-            diffs.push(StatisticDiff {
-                traceback,
-                size: 0,
-                size_diff: -(round(size) as isize),
-                count: 0,
-                count_diff: -(round(count) as isize),
-                key_type,
-            });
-        }
-        diffs.sort_by(|a, b| b.sort_key().cmp(&a.sort_key()));
-        diffs
+        untraced(|| {
+            let new_groups = self.group(key_type, cumulative);
+            let mut old_groups = old.group(key_type, cumulative);
+            let round = |v: f64| v.round() as usize;
+            let mut diffs: Vec<StatisticDiff> =
+                Vec::with_capacity(new_groups.len() + old_groups.len());
+            for (traceback, (size, count)) in new_groups {
+                let (old_size, old_count) = old_groups.remove(&traceback).unwrap_or((0.0, 0.0));
+                let (size, count, old_size, old_count) =
+                    (round(size), round(count), round(old_size), round(old_count));
+                diffs.push(StatisticDiff {
+                    traceback,
+                    size,
+                    size_diff: size as isize - old_size as isize,
+                    count,
+                    count_diff: count as isize - old_count as isize,
+                    key_type,
+                });
+            }
+            for (traceback, (size, count)) in old_groups {
+                diffs.push(StatisticDiff {
+                    traceback,
+                    size: 0,
+                    size_diff: -(round(size) as isize),
+                    count: 0,
+                    count_diff: -(round(count) as isize),
+                    key_type,
+                });
+            }
+            diffs.sort_by(|a, b| b.sort_key().cmp(&a.sort_key()));
+            diffs
+        })
     }
 
     /// The traces that pass `filters`, as tracemalloc's
@@ -883,22 +894,24 @@ impl Snapshot {
     /// assert_eq!(mine.traces().len(), 1);
     /// ```
     pub fn filter_traces(&self, filters: &[Filter]) -> Snapshot {
-        let (include, exclude): (Vec<&Filter>, Vec<&Filter>) =
-            filters.iter().partition(|f| f.inclusive);
-        let traces = self
-            .traces
-            .iter()
-            .filter(|t| {
-                (include.is_empty() || include.iter().any(|f| f.matches(&t.traceback)))
-                    && !exclude.iter().any(|f| f.matches(&t.traceback))
-            })
-            .cloned()
-            .collect();
-        Snapshot {
-            traces,
-            traceback_limit: self.traceback_limit,
-            sample_bytes: self.sample_bytes,
-        }
+        untraced(|| {
+            let (include, exclude): (Vec<&Filter>, Vec<&Filter>) =
+                filters.iter().partition(|f| f.inclusive);
+            let traces = self
+                .traces
+                .iter()
+                .filter(|t| {
+                    (include.is_empty() || include.iter().any(|f| f.matches(&t.traceback)))
+                        && !exclude.iter().any(|f| f.matches(&t.traceback))
+                })
+                .cloned()
+                .collect();
+            Snapshot {
+                traces,
+                traceback_limit: self.traceback_limit,
+                sample_bytes: self.sample_bytes,
+            }
+        })
     }
 
     /// The `n` biggest keys, ready to print: tracemalloc's "pretty top"
@@ -916,12 +929,12 @@ impl Snapshot {
     /// assert!(report.ends_with("Total allocated size: 5120.0 KiB\n"));
     /// ```
     pub fn top(&self, n: usize, key_type: KeyType) -> Top {
-        Top::new(self.statistics(key_type, false), n, key_type)
+        untraced(|| Top::new(self.statistics(key_type, false), n, key_type))
     }
 
     /// The `n` biggest changes since `old`, ready to print (see [`TopDiff`]).
     pub fn top_diff(&self, old: &Snapshot, n: usize, key_type: KeyType) -> TopDiff {
-        TopDiff::new(self.compare_to(old, key_type, false), n, key_type)
+        untraced(|| TopDiff::new(self.compare_to(old, key_type, false), n, key_type))
     }
 
     /// Call sites holding two or more live blocks of one size, each at least
@@ -944,26 +957,30 @@ impl Snapshot {
     /// assert!(d.to_string().contains("src/model.rs:42: 2 blocks of 64.0 MiB"));
     /// ```
     pub fn duplicates(&self, min_size: usize) -> Duplicates {
-        let mut by_site: HashMap<(Traceback, usize), usize> = HashMap::new();
-        let mut keys: HashMap<usize, Traceback> = HashMap::new();
-        for t in self.traces.iter().filter(|t| t.size >= min_size.max(1)) {
-            let key = keys
-                .entry(t.traceback.frames.as_ptr() as usize)
-                .or_insert_with(|| key_of(&t.traceback, 0, KeyType::Lineno))
-                .clone();
-            *by_site.entry((key, t.size)).or_insert(0) += 1;
-        }
-        let mut sites: Vec<DuplicateSite> = by_site
-            .into_iter()
-            .filter(|&(_, count)| count >= 2)
-            .map(|((traceback, block_size), count)| DuplicateSite {
-                traceback,
-                block_size,
-                count,
-            })
-            .collect();
-        sites.sort_by(|a, b| (b.saved_bytes(), &b.traceback).cmp(&(a.saved_bytes(), &a.traceback)));
-        Duplicates { sites, min_size }
+        untraced(|| {
+            let mut by_site: HashMap<(Traceback, usize), usize> = HashMap::new();
+            let mut keys: HashMap<usize, Traceback> = HashMap::new();
+            for t in self.traces.iter().filter(|t| t.size >= min_size.max(1)) {
+                let key = keys
+                    .entry(t.traceback.frames.as_ptr() as usize)
+                    .or_insert_with(|| key_of(&t.traceback, 0, KeyType::Lineno))
+                    .clone();
+                *by_site.entry((key, t.size)).or_insert(0) += 1;
+            }
+            let mut sites: Vec<DuplicateSite> = by_site
+                .into_iter()
+                .filter(|&(_, count)| count >= 2)
+                .map(|((traceback, block_size), count)| DuplicateSite {
+                    traceback,
+                    block_size,
+                    count,
+                })
+                .collect();
+            sites.sort_by(|a, b| {
+                (b.saved_bytes(), &b.traceback).cmp(&(a.saved_bytes(), &a.traceback))
+            });
+            Duplicates { sites, min_size }
+        })
     }
 }
 
@@ -1001,9 +1018,16 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
 /// Holds the tracer's locks only to copy the raw records (one shard at a
 /// time); symbols are resolved after, once per stack, and cached.
 ///
+/// The snapshot's own memory counts in [`stats`](crate::stats) and
+/// [`measure`](crate::measure) (it is heap the caller holds) but is not
+/// traced: it never shows up in a later snapshot. The same holds for what
+/// the other functions of this crate return (statistics, diffs, reports,
+/// loaded snapshots).
+///
 /// # Panics
 ///
-/// When not tracing (tracemalloc raises `RuntimeError`).
+/// When not tracing (tracemalloc raises `RuntimeError`), or when no
+/// [`TraceAlloc`](crate::TraceAlloc) is the global allocator.
 ///
 /// # Examples
 ///
@@ -1020,7 +1044,9 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
 ///     drop(v);
 /// }
 /// ```
+#[track_caller]
 pub fn take_snapshot() -> Snapshot {
+    crate::counters::require_installed("take_snapshot");
     let raw = Internal::make(tracer::raw_traces);
     let Some(raw_ref) = raw.as_ref() else {
         drop(raw);
@@ -1037,15 +1063,17 @@ pub fn take_snapshot() -> Snapshot {
         }
         by_stack
     });
-    // The snapshot itself is the caller's memory.
-    let traces: Vec<Trace> = raw_ref
-        .blocks
-        .iter()
-        .map(|(size, stack)| Trace {
-            size: *size,
-            traceback: tracebacks[stack].clone(),
-        })
-        .collect();
+    // The snapshot itself is the caller's memory: counted, not traced.
+    let traces: Vec<Trace> = untraced(|| {
+        raw_ref
+            .blocks
+            .iter()
+            .map(|(size, stack)| Trace {
+                size: *size,
+                traceback: tracebacks[stack].clone(),
+            })
+            .collect()
+    });
     Snapshot {
         traces,
         traceback_limit: nframe,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 
 use tracealloc::{
     capture_method, measure, object_traceback, start, stop, take_snapshot, traced_memory,
-    CaptureMethod, Config, KeyType, Snapshot, TraceAlloc,
+    CaptureMethod, Config, Filter, KeyType, Snapshot, TraceAlloc,
 };
 
 #[path = "../benches/common/many_stacks.rs"]
@@ -64,6 +64,10 @@ fn main() -> std::process::ExitCode {
         ("traced_memory_and_its_peak", traced_memory_and_its_peak),
         ("snapshot_diffs_byte_for_byte", snapshot_diffs_byte_for_byte),
         ("tracer_memory_per_live_block", tracer_memory_per_live_block),
+        (
+            "the_crate_s_results_are_counted_not_traced",
+            the_crate_s_results_are_counted_not_traced,
+        ),
         ("limits_and_misuse", limits_and_misuse),
         (
             "thread_exit_allocations_are_traced",
@@ -527,6 +531,57 @@ fn tracer_memory_per_live_block() {
     );
 
     stop();
+    drop(blocks);
+}
+
+fn the_crate_s_results_are_counted_not_traced() {
+    stop();
+    start(4);
+    let blocks = many_stacks::allocate(100_000);
+    black_box(take_snapshot()); // symbols first
+    let path = std::env::temp_dir().join(format!("tracealloc-nt-{}.json", std::process::id()));
+    let (before, _) = traced_memory();
+    let first = line!() + 1;
+    let snapshot = take_snapshot();
+    let stats = snapshot.statistics(KeyType::Lineno, false);
+    let diffs = snapshot.compare_to(&snapshot, KeyType::Traceback, false);
+    let filtered = snapshot.filter_traces(&[Filter::include("*")]);
+    let top = snapshot.top(10, KeyType::Traceback);
+    let duplicates = snapshot.duplicates(1);
+    let lines = snapshot.traces()[0].traceback.format(None, true);
+    snapshot.dump(&path).unwrap();
+    let loaded = Snapshot::load(&path).unwrap();
+    let last = line!() - 1;
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        traced_memory().0,
+        before,
+        "what the crate returned is not traced"
+    );
+    let later = take_snapshot();
+    let ours: Vec<String> = later
+        .traces()
+        .iter()
+        .filter(|t| {
+            let f = &t.traceback.frames()[0];
+            f.filename() == file!() && (first..=last).contains(&f.lineno())
+        })
+        .map(|t| format!("{} B at {}", t.size, t.traceback))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "traced at the lines that called the crate: {ours:?}"
+    );
+    // But it is heap the caller holds: counted.
+    let (again, d) = measure(take_snapshot);
+    assert!(
+        d.bytes_allocated >= std::mem::size_of_val(again.traces()),
+        "{d}"
+    );
+    stop();
+    drop(black_box((
+        stats, diffs, filtered, top, duplicates, lines, loaded, again,
+    )));
     drop(blocks);
 }
 

@@ -214,7 +214,9 @@ fn fork_release() {
 ///
 /// # Panics
 ///
-/// If `nframe` is 0 or above [`MAX_NFRAME`].
+/// If `nframe` is 0 or above [`MAX_NFRAME`], or when no
+/// [`TraceAlloc`](crate::TraceAlloc) is the global allocator (see
+/// [`is_installed`](crate::is_installed)).
 ///
 /// # Examples
 ///
@@ -231,6 +233,7 @@ fn fork_release() {
 ///     drop(v);
 /// }
 /// ```
+#[track_caller]
 pub fn start(nframe: usize) {
     Config::new().frames(nframe).start();
 }
@@ -308,13 +311,17 @@ impl Config {
     ///
     /// # Panics
     ///
-    /// If the frame limit is 0 or above [`MAX_NFRAME`].
+    /// If the frame limit is 0 or above [`MAX_NFRAME`], or when no
+    /// [`TraceAlloc`](crate::TraceAlloc) is the global allocator (see
+    /// [`is_installed`](crate::is_installed)).
+    #[track_caller]
     pub fn start(self) {
         assert!(
             (1..=MAX_NFRAME).contains(&self.frames),
             "tracealloc: the traceback limit must be between 1 and {MAX_NFRAME}, got {}",
             self.frames
         );
+        counters::require_installed("start");
         let _guard = ReentrancyGuard::enter();
         let _control = lock(&CONTROL);
         if MODE.load(Relaxed) != OFF {
