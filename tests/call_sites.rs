@@ -103,6 +103,7 @@ fn lineno(s: &Snapshot, line: u32) -> Option<(usize, usize)> {
 /// snapshot's lines: every site its own key, none merged into one frame.
 fn four_sites_on_this_thread() {
     check_method();
+    let fallbacks = tracealloc::capture_fallbacks();
     let a = black_box(site_a(3 << 20));
     let b = black_box(site_b(2 << 20));
     let c = black_box(site_c(1 << 17));
@@ -118,6 +119,8 @@ fn four_sites_on_this_thread() {
     assert_eq!(lineno(&s, SITE_D), Some((5000, 1)));
     // Every trace has a frame (tracemalloc's `<unknown>:0` at worst).
     assert!(s.traces().iter().all(|t| !t.traceback.frames().is_empty()));
+    // Walks that reach a thread's first frame are not rejected.
+    assert_eq!(tracealloc::capture_fallbacks(), fallbacks);
     drop((a, b, c, d));
 }
 
@@ -220,78 +223,73 @@ fn the_same_in_a_thread_started_before_tracing() {
 ///   debug build on libtest's threads, made deterministic.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod asm_callers {
+    /// One function in assembly: saves rbp, writes a frame record of two
+    /// words below it (`$next`, then `$ret`, the sources of two `mov`s;
+    /// `rax` holds the function's own return address), points rbp at the
+    /// record and calls `$target`; the unwind information describes it all
+    /// without rbp.
+    macro_rules! record_and_call {
+        ($name:literal, $next:literal, $ret:literal, $target:literal) => {
+            concat!(
+                ".type ",
+                $name,
+                ", @function\n",
+                $name,
+                ":\n",
+                ".cfi_startproc\n",
+                "push rbp\n",
+                ".cfi_adjust_cfa_offset 8\n",
+                ".cfi_rel_offset rbp, 0\n",
+                "sub rsp, 16\n",
+                ".cfi_adjust_cfa_offset 16\n",
+                "mov rax, [rsp + 24]\n",
+                "mov qword ptr [rsp], ",
+                $next,
+                "\n",
+                "mov qword ptr [rsp + 8], ",
+                $ret,
+                "\n",
+                "mov rbp, rsp\n",
+                "call ",
+                $target,
+                "\n",
+                "add rsp, 16\n",
+                ".cfi_adjust_cfa_offset -16\n",
+                "pop rbp\n",
+                ".cfi_adjust_cfa_offset -8\n",
+                ".cfi_restore rbp\n",
+                "ret\n",
+                ".cfi_endproc\n",
+                ".size ",
+                $name,
+                ", . - ",
+                $name,
+                "\n",
+            )
+        };
+    }
+
     std::arch::global_asm!(
         ".globl tracealloc_test_call_under_a_bad_frame_record",
-        ".type tracealloc_test_call_under_a_bad_frame_record, @function",
-        "tracealloc_test_call_under_a_bad_frame_record:",
-        ".cfi_startproc",
-        "push rbp",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset rbp, 0",
-        "sub rsp, 16",
-        ".cfi_adjust_cfa_offset 16",
-        "mov qword ptr [rsp], 0",
-        "mov qword ptr [rsp + 8], 0x1234",
-        "mov rbp, rsp",
-        "call rdi",
-        "add rsp, 16",
-        ".cfi_adjust_cfa_offset -16",
-        "pop rbp",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbp",
-        "ret",
-        ".cfi_endproc",
-        ".size tracealloc_test_call_under_a_bad_frame_record, . - tracealloc_test_call_under_a_bad_frame_record",
-        "",
-        // The inner frame: saves rbp, writes the record [rbp as it came
-        // (the outer record), own return address] below it, points rbp at
-        // it and calls rdi.
-        ".type tracealloc_test_record_frame, @function",
-        "tracealloc_test_record_frame:",
-        ".cfi_startproc",
-        "push rbp",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset rbp, 0",
-        "sub rsp, 16",
-        ".cfi_adjust_cfa_offset 16",
-        "mov rax, [rsp + 24]",
-        "mov [rsp + 8], rax",
-        "mov [rsp], rbp",
-        "mov rbp, rsp",
-        "call rdi",
-        "add rsp, 16",
-        ".cfi_adjust_cfa_offset -16",
-        "pop rbp",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbp",
-        "ret",
-        ".cfi_endproc",
-        ".size tracealloc_test_record_frame, . - tracealloc_test_record_frame",
-        "",
-        // The outer frame: the record [0, own return address], the first
-        // of the chain; then the inner frame with the target in rdi.
+        // A record that ends the chain with a return address that is no code.
+        record_and_call!(
+            "tracealloc_test_call_under_a_bad_frame_record",
+            "0",
+            "0x1234",
+            "rdi"
+        ),
+        // The inner frame of two: a true record [the outer record, own
+        // return address].
+        record_and_call!("tracealloc_test_record_frame", "rbp", "rax", "rdi"),
+        // The outer frame: the first record of the chain [0, own return
+        // address]; then the inner frame, with the target still in rdi.
         ".globl tracealloc_test_call_under_stale_records",
-        ".type tracealloc_test_call_under_stale_records, @function",
-        "tracealloc_test_call_under_stale_records:",
-        ".cfi_startproc",
-        "push rbp",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset rbp, 0",
-        "sub rsp, 16",
-        ".cfi_adjust_cfa_offset 16",
-        "mov rax, [rsp + 24]",
-        "mov [rsp + 8], rax",
-        "mov qword ptr [rsp], 0",
-        "mov rbp, rsp",
-        "call tracealloc_test_record_frame",
-        "add rsp, 16",
-        ".cfi_adjust_cfa_offset -16",
-        "pop rbp",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbp",
-        "ret",
-        ".cfi_endproc",
-        ".size tracealloc_test_call_under_stale_records, . - tracealloc_test_call_under_stale_records",
+        record_and_call!(
+            "tracealloc_test_call_under_stale_records",
+            "0",
+            "rax",
+            "tracealloc_test_record_frame"
+        ),
     );
 
     extern "C" {

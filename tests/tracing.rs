@@ -120,8 +120,14 @@ fn capture_method_is_the_expected_one() {
 fn known_site_by_object_traceback_and_lineno() {
     stop();
     start(1);
+    let fallbacks = tracealloc::capture_fallbacks();
     let (v, site) = here!(black_box(vec![7u8; 123_457]));
     let (b, bsite) = here!(black_box(Box::new([1u64; 9])));
+    assert_eq!(
+        tracealloc::capture_fallbacks(),
+        fallbacks,
+        "walks from the main thread reach its first frame without being rejected"
+    );
     assert_eq!(site_of(v.as_ptr()), (site.0.to_string(), site.1));
     assert_eq!(site_of(&*b), (bsite.0.to_string(), bsite.1));
     let snapshot = take_snapshot();
