@@ -409,8 +409,8 @@ pub(crate) fn release_thread_slot() {
 /// Process-wide allocation counters, as returned by [`stats`].
 ///
 /// Counted from the first allocation of the process by the
-/// [`TraceAlloc`](crate::TraceAlloc) installed as `#[global_allocator]` (all
-/// zero when none is). A `realloc` counts once in `total_reallocs`; its growth
+/// [`TraceAlloc`](crate::TraceAlloc) installed as `#[global_allocator]`
+/// ([`stats`] panics when none is). A `realloc` counts once in `total_reallocs`; its growth
 /// counts in `total_bytes` and its shrinkage in neither, so
 /// `current_bytes` is always the sum of the live blocks' sizes.
 ///
@@ -467,9 +467,9 @@ impl fmt::Display for Stats {
 }
 
 /// Whether a [`TraceAlloc`](crate::TraceAlloc) is the program's global
-/// allocator: without one nothing is counted or traced, so [`measure`], the
-/// assertion macros, [`start`](crate::start) and
-/// [`take_snapshot`](crate::take_snapshot) panic, and [`stats`] reads zero.
+/// allocator: without one nothing is counted or traced, so [`stats`],
+/// [`measure`], the assertion macros, [`start`](crate::start) and
+/// [`take_snapshot`](crate::take_snapshot) panic.
 ///
 /// True once a `TraceAlloc` has counted an allocation; if none has yet, this
 /// allocates one byte and frees it to see (not counted in a `measure` of
@@ -544,8 +544,14 @@ fn sums() -> Sums {
 
 /// The process-wide counters now.
 ///
-/// Cheap (it sums a few hundred relaxed atomic loads; it never allocates or
-/// locks), and exact whenever no other thread is inside the allocator.
+/// Cheap (it sums a few hundred relaxed atomic loads; it never locks, and
+/// allocates only to check [`is_installed`] while nothing has been counted
+/// yet), and exact whenever no other thread is inside the allocator.
+///
+/// # Panics
+///
+/// When no [`TraceAlloc`](crate::TraceAlloc) is the global allocator: the
+/// figures would be zeros that mean nothing.
 ///
 /// # Examples
 ///
@@ -558,7 +564,9 @@ fn sums() -> Sums {
 ///     println!("{} bytes live in {} blocks", s.current_bytes, s.current_blocks);
 /// }
 /// ```
+#[track_caller]
 pub fn stats() -> Stats {
+    require_installed("stats");
     let t = sums();
     let current = t.bytes_in.saturating_sub(t.bytes_out);
     let peak = HEAP_PEAK.peak(current);
@@ -757,8 +765,8 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Delta) {
 /// public API.
 #[doc(hidden)]
 #[track_caller]
-pub fn __measure_for_assert<R>(f: impl FnOnce() -> R) -> (R, Delta) {
-    measure_as("assert_max_allocs!", f)
+pub fn __measure_for_assert<R>(what: &str, f: impl FnOnce() -> R) -> (R, Delta) {
+    measure_as(what, f)
 }
 
 #[track_caller]
@@ -793,9 +801,11 @@ fn measure_as<R>(what: &str, f: impl FnOnce() -> R) -> (R, Delta) {
 /// ```
 #[macro_export]
 macro_rules! assert_no_alloc {
-    ($e:expr $(,)?) => {
-        $crate::assert_max_allocs!(0, $e)
-    };
+    ($e:expr $(,)?) => {{
+        let (value, delta) = $crate::__measure_for_assert("assert_no_alloc!", || $e);
+        $crate::__check_allocs(&delta, 0, ::core::stringify!($e));
+        value
+    }};
 }
 
 /// Asserts that an expression makes at most `max` allocations on this thread
@@ -827,7 +837,7 @@ macro_rules! assert_no_alloc {
 #[macro_export]
 macro_rules! assert_max_allocs {
     ($max:expr, $e:expr $(,)?) => {{
-        let (value, delta) = $crate::__measure_for_assert(|| $e);
+        let (value, delta) = $crate::__measure_for_assert("assert_max_allocs!", || $e);
         $crate::__check_allocs(&delta, $max, ::core::stringify!($e));
         value
     }};
@@ -915,6 +925,8 @@ mod tests {
 
     #[test]
     fn events_reach_the_process_totals() {
+        // The events recorded by hand stand in for an installed TraceAlloc.
+        INSTALLED.store(true, Relaxed);
         // Other unit tests record concurrently, so compare lower bounds only.
         let before = stats();
         record_alloc(PEAK_SLACK as usize * 4);

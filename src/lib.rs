@@ -39,7 +39,7 @@
 //!     let after = tracealloc::take_snapshot();
 //!     print!("{}", after.top(10, tracealloc::KeyType::Lineno));
 //!     for diff in after.compare_to(&before, tracealloc::KeyType::Lineno, false).iter().take(3) {
-//!         println!("{diff}"); // src/main.rs:12: size=4096 KiB (+4096 KiB), count=1 (+1), average=4096 KiB
+//!         println!("{diff}"); // src/main.rs:25: size=4096 KiB (+4096 KiB), count=1 (+1), average=4096 KiB
 //!     }
 //!     tracealloc::stop();
 //!     drop(model);
@@ -86,8 +86,9 @@
 //!
 //! - One set of counters per process: install one [`TraceAlloc`] as the
 //!   `#[global_allocator]` (in every binary: each file under `tests/` is
-//!   one). Without it [`measure`], the assertion macros, [`start`] and
-//!   [`take_snapshot`] panic with the lines to add; [`is_installed`] asks. Memory that does not go through Rust's global
+//!   one). Without it [`stats`], [`measure`], the assertion macros,
+//!   [`start`] and [`take_snapshot`] panic with the lines to add;
+//!   [`is_installed`] asks. Memory that does not go through Rust's global
 //!   allocator (C libraries calling `malloc`, memory maps) is not counted; it
 //!   shows in [`rss`].
 //! - `peak_bytes` in [`Stats`] may differ from the true peak by up to 64 KiB

@@ -3,7 +3,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Runs `f`, which must panic with the message naming the missing line.
+/// Runs `f`, which must panic with a message naming `what` and the missing
+/// lines.
 fn fails_with_the_line(what: &str, f: impl FnOnce()) {
     let err = catch_unwind(AssertUnwindSafe(f)).expect_err(what);
     let msg = err
@@ -11,7 +12,11 @@ fn fails_with_the_line(what: &str, f: impl FnOnce()) {
         .cloned()
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
-    assert!(msg.starts_with("tracealloc: "), "{what}: {msg}");
+    let call = what.split("::").last().unwrap();
+    assert!(
+        msg.starts_with(&format!("tracealloc: {call} needs")),
+        "{what}: {msg}"
+    );
     assert!(
         msg.contains("needs tracealloc::TraceAlloc as the global allocator"),
         "{what}: {msg}"
@@ -25,9 +30,11 @@ fn fails_with_the_line(what: &str, f: impl FnOnce()) {
 }
 
 #[test]
-fn is_installed_says_no() {
+fn is_installed_says_no_and_stats_fails() {
     assert!(!tracealloc::is_installed());
-    assert_eq!(tracealloc::stats(), tracealloc::Stats::default());
+    fails_with_the_line("stats", || {
+        tracealloc::stats();
+    });
 }
 
 #[test]
