@@ -128,9 +128,15 @@ pub(crate) fn walk_frame_pointers(buf: &mut [usize]) -> Option<usize> {
         // whatever they hold.
         unsafe { std::ptr::read_volatile(a as *const usize) }
     };
-    // The main executable's code, where most frames are, checked inline.
+    // Checked inline: the main executable's code, where most frames are,
+    // and the segment where the last frame outside it was found (the C
+    // library's, which holds every thread's first frame).
     let (main_start, main_len) = (CODE[0].load(Relaxed), CODE[1].load(Relaxed));
-    let is_code = |a: usize| a.wrapping_sub(main_start) < main_len || is_code(a);
+    let h = CODE_HINT.load(Relaxed) % MAX_CODE_RANGES;
+    let (hint_start, hint_len) = (CODE[2 * h].load(Relaxed), CODE[2 * h + 1].load(Relaxed));
+    let is_code = |a: usize| {
+        a.wrapping_sub(main_start) < main_len || a.wrapping_sub(hint_start) < hint_len || is_code(a)
+    };
     walk_records(frame_pointer(), (low, high), buf, read, is_code)
 }
 
@@ -178,6 +184,8 @@ const MAX_CODE_RANGES: usize = 256;
 static CODE: [AtomicUsize; 2 * MAX_CODE_RANGES] =
     [const { AtomicUsize::new(0) }; 2 * MAX_CODE_RANGES];
 static CODE_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The range where [`is_code`] last found an address.
+static CODE_HINT: AtomicUsize = AtomicUsize::new(0);
 
 /// Reads the loaded objects' code segments (at `start`, before the walk is
 /// used: objects loaded later are not known, and frames in them make walks
@@ -194,11 +202,19 @@ pub(crate) fn refresh_code_ranges() {
 }
 
 /// Whether `addr` lies in a code segment read by [`refresh_code_ranges`]
-/// (stored as start and length).
+/// (stored as start and length); remembers which in `CODE_HINT`.
 #[inline(never)]
 fn is_code(addr: usize) -> bool {
-    let n = CODE_LEN.load(Relaxed);
-    (0..n).any(|i| addr.wrapping_sub(CODE[2 * i].load(Relaxed)) < CODE[2 * i + 1].load(Relaxed))
+    let n = CODE_LEN.load(Relaxed).min(MAX_CODE_RANGES);
+    let Some(i) = (0..n)
+        .find(|&i| addr.wrapping_sub(CODE[2 * i].load(Relaxed)) < CODE[2 * i + 1].load(Relaxed))
+    else {
+        return false;
+    };
+    if CODE_HINT.load(Relaxed) != i {
+        CODE_HINT.store(i, Relaxed);
+    }
+    true
 }
 
 const WORD: usize = std::mem::size_of::<usize>();

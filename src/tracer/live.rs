@@ -177,6 +177,10 @@ impl LiveMap {
         }
     }
 
+    // One caller each; kept inline there whatever else the codegen unit
+    // holds (left to the optimizer, they moved in and out of line with
+    // unrelated changes).
+    #[inline(always)]
     fn insert(&mut self, addr: usize, size: usize, stack: StackId) {
         let found = self.find(addr);
         if let Some(i) = found {
@@ -235,6 +239,7 @@ impl LiveMap {
         }
     }
 
+    #[inline(always)]
     fn remove(&mut self, addr: usize) -> Option<Block> {
         let mut i = self.find(addr)?;
         let e = self.slots[i];
