@@ -100,9 +100,15 @@ fn lineno(s: &Snapshot, line: u32) -> Option<(usize, usize)> {
 }
 
 /// Allocates at the four sites and checks each block's frame 0 and the
-/// snapshot's lines: every site its own key, none merged into one frame.
+/// snapshot's lines: every site its own key, none merged into one frame; and
+/// that no walk was rejected (walks from libtest's threads and spawned
+/// threads reach the thread's first frame).
 fn four_sites_on_this_thread() {
     check_method();
+    four_sites();
+}
+
+fn four_sites() {
     let fallbacks = tracealloc::capture_fallbacks();
     let a = black_box(site_a(3 << 20));
     let b = black_box(site_b(2 << 20));
@@ -300,12 +306,18 @@ mod asm_callers {
 
 /// Starts tracing and allocates at four sites under stale frame records;
 /// the verdict goes to `STALE_RESULT`.
+///
+/// Without frame pointers, the register points at the records the whole
+/// time: a walk would start there. With them, a walk from `start` goes
+/// through the probe and this function, then ends at the outer record (its
+/// next is 0): the chain is cut short above the caller, as under C code that
+/// uses the register for data. Either way the unwinder must be chosen.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 extern "C" fn start_and_allocate_under_stale_records() {
     let ok = std::panic::catch_unwind(|| {
         tracealloc::start(1);
-        check_method();
-        four_sites_on_this_thread();
+        assert_eq!(tracealloc::capture_method(), Some(CaptureMethod::Unwinder));
+        four_sites();
     });
     *STALE_RESULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok.is_ok());
 }
@@ -330,6 +342,53 @@ fn a_stale_frame_pointer_does_not_fool_the_choice() {
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 static BAD_RECORD_BLOCK: Mutex<Option<(Vec<u8>, u32)>> = Mutex::new(None);
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+extern "C" fn allocate_under_a_cut_chain() {
+    let v = black_box(vec![7u8; 1234]);
+    let line = line!() - 1;
+    if let Ok(mut slot) = BAD_RECORD_BLOCK.lock() {
+        *slot = Some((v, line));
+    }
+}
+
+/// Tracing started as usual; one allocation is made under a chain of frame
+/// records cut short above its caller (the outer record's next is 0, as
+/// when a caller uses the register for data): the walk ends early, away
+/// from the thread's first frame, and must be redone and counted.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn a_walk_cut_short_is_redone_and_counted() {
+    let _s = Session::lock();
+    tracealloc::start(4);
+    check_method();
+    let before = tracealloc::capture_fallbacks();
+    // SAFETY: as in `a_stale_frame_pointer_does_not_fool_the_choice`.
+    unsafe { asm_callers::tracealloc_test_call_under_stale_records(allocate_under_a_cut_chain) };
+    let call_line = line!() - 1;
+    let after = tracealloc::capture_fallbacks();
+    let (v, line) = BAD_RECORD_BLOCK.lock().unwrap().take().expect("allocated");
+    let t = object_traceback(v.as_ptr()).expect("traced");
+    let frames: Vec<(String, u32)> = t
+        .frames()
+        .iter()
+        .map(|f| (f.filename().to_string(), f.lineno()))
+        .collect();
+    // The two assembly frames have no line information; the unwinder gets
+    // past them to the test's own line.
+    assert_eq!(frames[0], here(line), "{t:?}");
+    assert_eq!(
+        (frames[1].0.as_str(), frames[2].0.as_str()),
+        ("<unknown>", "<unknown>"),
+        "{t:?}"
+    );
+    assert_eq!(frames[3], here(call_line), "{t:?}");
+    if tracealloc::capture_method() == Some(CaptureMethod::FramePointers) {
+        assert!(after > before, "the walk cut short is counted");
+    } else {
+        assert_eq!(after, before, "no walk with the unwinder");
+    }
+}
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 extern "C" fn allocate_under_the_bad_record() {

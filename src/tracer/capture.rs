@@ -48,17 +48,35 @@ pub(crate) fn set_method(m: CaptureMethod) {
 }
 
 /// Fills `buf` with return addresses, most recent first, using the chosen
-/// method; returns how many. A frame-pointer walk that cannot be trusted
-/// (see [`walk_frame_pointers`]) is counted and redone with the unwinder.
+/// method; returns how many.
+///
+/// A frame-pointer walk is kept when it filled `buf` (the stack goes on) or
+/// ended at a known thread root (see [`ROOTS`]); one that ended anywhere
+/// else is checked against the unwinder (see [`check_walk`]), and one that
+/// read a return address outside the loaded code is redone with it.
 #[inline(always)]
 pub(crate) fn capture(buf: &mut [usize]) -> usize {
     if METHOD.load(Relaxed) == 1 {
-        if let Some(n) = walk_frame_pointers(buf) {
-            return n;
-        }
-        return redo_with_unwinder(buf);
+        return match walk_frame_pointers(buf) {
+            Walk::Full(n) => n,
+            Walk::Ended(n) if n > 0 && is_root(buf[n - 1]) => n,
+            w => check_walk(buf, w),
+        };
     }
     unwind(buf)
+}
+
+/// How a frame-pointer walk ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// The buffer filled: this many frames, and the stack goes on.
+    Full(usize),
+    /// The chain of frame records ended after this many frames: at the
+    /// thread's first frame, or early, at a caller that does not keep frame
+    /// pointers.
+    Ended(usize),
+    /// A return address outside the loaded code, or unknown stack bounds.
+    Bad,
 }
 
 /// Frame-pointer walks rejected since the process started (see
@@ -69,11 +87,91 @@ pub(crate) fn fallbacks() -> u64 {
     FALLBACKS.load(Relaxed)
 }
 
+/// Frames the unwinder may find beyond a walk that reached a thread's first
+/// frame: the C library's thread or process entry (`clone3`, `_start`,
+/// `__libc_start_main`) and a null end.
+const ROOT_SLACK: usize = 4;
+
+/// The last return addresses of walks that were checked to end at a thread's
+/// first frame (`start_thread` for threads, `__libc_start_call_main` for the
+/// main thread, with glibc): a walk that ends at one of them is complete. At
+/// most `MAX_ROOTS`; a walk that ends at an unknown root beyond them is
+/// checked every time, which costs an unwind but stays right.
+const MAX_ROOTS: usize = 16;
+static ROOTS: [AtomicUsize; MAX_ROOTS] = [const { AtomicUsize::new(0) }; MAX_ROOTS];
+static ROOTS_LEN: AtomicUsize = AtomicUsize::new(0);
+
+#[inline(always)]
+fn is_root(ret: usize) -> bool {
+    let n = ROOTS_LEN.load(Relaxed).min(MAX_ROOTS);
+    ROOTS[..n].iter().any(|r| r.load(Relaxed) == ret)
+}
+
+fn learn_root(ret: usize) {
+    if is_root(ret) {
+        return;
+    }
+    let i = ROOTS_LEN.load(Relaxed);
+    if i < MAX_ROOTS
+        && ROOTS_LEN
+            .compare_exchange(i, i + 1, Relaxed, Relaxed)
+            .is_ok()
+    {
+        // A reader that sees the new length first reads 0, matches nothing,
+        // and checks its walk: harmless.
+        ROOTS[i].store(ret, Relaxed);
+    }
+}
+
+/// How far apart two return addresses into one function may be: the
+/// tracer's `on_alloc` holds three inlined copies of the capture.
+const SAME_FUNCTION: usize = 16 << 10;
+
+/// Room for the unwind that checks a walk: the longest capture buffer and
+/// the root frames beyond it.
+const CHECK_FRAMES: usize = 320;
+
+/// A walk that did not end at a known root, or was bad. One that ended is
+/// compared with an unwind from here (the same function called both): if
+/// it gave the unwinder's frames one for one up to the thread's first frame,
+/// its last frame is learned as a root and the walk kept. Otherwise (the
+/// chain ended early, at code that does not keep frame pointers; or the
+/// walk was bad) the capture is the unwinder's, and counted.
 #[cold]
 #[inline(never)]
-fn redo_with_unwinder(buf: &mut [usize]) -> usize {
+fn check_walk(buf: &mut [usize], w: Walk) -> usize {
+    if let Walk::Ended(n) = w {
+        let mut unwound = [0usize; CHECK_FRAMES];
+        let u = unwind(&mut unwound);
+        if n > 0
+            && n <= buf.len()
+            && walk_matches(&buf[..n], &unwound[..u]).is_some_and(|left| left <= ROOT_SLACK)
+        {
+            learn_root(buf[n - 1]);
+            return n;
+        }
+    }
     FALLBACKS.fetch_add(1, Relaxed);
     unwind(buf)
+}
+
+/// Whether `walked` gives the frames of `unwound`, taken from another call
+/// in the same function, one for one: its first address is that function's
+/// (beside the unwinder's, which returns to the other call in it: a
+/// different address, within [`SAME_FUNCTION`] bytes); from its second on,
+/// every address must be the unwinder's, in order, to the walk's end.
+/// `Some(frames the unwinder found beyond the walk's end)` when they match.
+///
+/// A walk that starts further up the stack (from a stale frame pointer)
+/// has the unwinder's own address there, and fails.
+pub(crate) fn walk_matches(walked: &[usize], unwound: &[usize]) -> Option<usize> {
+    let &second = walked.get(1)?;
+    let j = unwound.iter().position(|&u| u == second)?;
+    if j == 0 || walked[0] == unwound[j - 1] || walked[0].abs_diff(unwound[j - 1]) > SAME_FUNCTION {
+        return None;
+    }
+    let (a, b) = (&walked[1..], &unwound[j..]);
+    (a.len() <= b.len() && a == &b[..a.len()]).then(|| b.len() - a.len())
 }
 
 /// Captures with the unwinder; see [`CaptureMethod::Unwinder`].
@@ -114,13 +212,15 @@ thread_local! {
 }
 
 /// Captures by walking frame pointers; see [`CaptureMethod::FramePointers`].
-/// `None` when the walk cannot be trusted: this thread's stack bounds are
-/// unknown, or a return address lies outside the code of every object that
-/// was loaded when tracing started (the chain went through a frame whose
-/// code does not keep frame pointers, and what was read is not a frame).
+/// [`Walk::Bad`] when this thread's stack bounds are unknown, or a return
+/// address lies outside the code of every object that was loaded when
+/// tracing started (the chain went through a frame whose code does not keep
+/// frame pointers, and what was read is not a frame).
 #[inline(never)]
-pub(crate) fn walk_frame_pointers(buf: &mut [usize]) -> Option<usize> {
-    let (low, high) = stack_bounds()?;
+pub(crate) fn walk_frame_pointers(buf: &mut [usize]) -> Walk {
+    let Some((low, high)) = stack_bounds() else {
+        return Walk::Bad;
+    };
     let read = |a: usize| {
         // SAFETY: `walk_records` asks only for aligned words inside
         // `low..high`, this thread's stack, which is mapped and readable for
@@ -132,7 +232,7 @@ pub(crate) fn walk_frame_pointers(buf: &mut [usize]) -> Option<usize> {
     // and the segment where the last frame outside it was found (the C
     // library's, which holds every thread's first frame).
     let (main_start, main_len) = (CODE[0].load(Relaxed), CODE[1].load(Relaxed));
-    let h = CODE_HINT.load(Relaxed) % MAX_CODE_RANGES;
+    let h = CODE_HINT.load(Relaxed).min(MAX_CODE_RANGES - 1);
     let (hint_start, hint_len) = (CODE[2 * h].load(Relaxed), CODE[2 * h + 1].load(Relaxed));
     let is_code = |a: usize| {
         a.wrapping_sub(main_start) < main_len || a.wrapping_sub(hint_start) < hint_len || is_code(a)
@@ -142,10 +242,10 @@ pub(crate) fn walk_frame_pointers(buf: &mut [usize]) -> Option<usize> {
 
 /// Follows the chain of frame records from `fp`: each is two words, the
 /// caller's frame pointer then the return address. Every frame pointer must
-/// lie inside `bounds`, be aligned and be above the previous one; the walk
-/// ends at the first that is not, at a null return address, or when `buf`
-/// is full (a normal end: what was read is a frame chain). It fails (`None`)
-/// at a return address that `is_code` rejects.
+/// lie inside `bounds`, be aligned and be above the previous one; the chain
+/// ends ([`Walk::Ended`]) at the first that is not, or at a null return
+/// address; [`Walk::Full`] when `buf` fills first. [`Walk::Bad`] at a
+/// return address that `is_code` rejects.
 #[inline(always)]
 fn walk_records(
     mut fp: usize,
@@ -153,27 +253,27 @@ fn walk_records(
     buf: &mut [usize],
     read: impl Fn(usize) -> usize,
     is_code: impl Fn(usize) -> bool,
-) -> Option<usize> {
+) -> Walk {
     let mut n = 0;
     while n < buf.len() {
         if fp < low || !fp.is_multiple_of(WORD) || fp > high - 2 * WORD {
-            break;
+            return Walk::Ended(n);
         }
         let (next, ret) = (read(fp), read(fp + WORD));
         if ret == 0 {
-            break;
+            return Walk::Ended(n);
         }
         if !is_code(ret) {
-            return None;
+            return Walk::Bad;
         }
         buf[n] = ret;
         n += 1;
         if next <= fp {
-            break;
+            return Walk::Ended(n);
         }
         fp = next;
     }
-    Some(n)
+    Walk::Full(n)
 }
 
 /// The code segments of the loaded objects, as `start, end` pairs of process
@@ -193,12 +293,17 @@ static CODE_HINT: AtomicUsize = AtomicUsize::new(0);
 pub(crate) fn refresh_code_ranges() {
     let mut ranges = [(0usize, 0usize); MAX_CODE_RANGES];
     let n = crate::sys::code_ranges(&mut ranges);
-    CODE_LEN.store(0, Relaxed);
     for (i, &(a, b)) in ranges[..n].iter().enumerate() {
         CODE[2 * i].store(a, Relaxed);
         CODE[2 * i + 1].store(b.saturating_sub(a), Relaxed);
     }
+    // Ranges no longer loaded are emptied, not just left beyond the length
+    // (the hint may point at one).
+    for i in n..CODE_LEN.load(Relaxed).min(MAX_CODE_RANGES) {
+        CODE[2 * i + 1].store(0, Relaxed);
+    }
     CODE_LEN.store(n, Relaxed);
+    CODE_HINT.store(0, Relaxed);
 }
 
 /// Whether `addr` lies in a code segment read by [`refresh_code_ranges`]
@@ -397,18 +502,25 @@ pub(crate) fn choose_method() -> CaptureMethod {
     let mut walked = [0usize; 64];
     let mut unwound = [0usize; 96];
     let (w, u) = probe(black_box(PROBE_DEPTH), &mut walked, &mut unwound);
-    match w {
-        Some(w) if probe_agrees(&walked[..w], &unwound[..u], PROBE_DEPTH) => {
-            CaptureMethod::FramePointers
-        }
-        _ => CaptureMethod::Unwinder,
+    let (n, full) = match w {
+        Walk::Full(n) => (n, true),
+        Walk::Ended(n) => (n, false),
+        Walk::Bad => return CaptureMethod::Unwinder,
+    };
+    if !probe_agrees(&walked[..n], full, &unwound[..u], PROBE_DEPTH) {
+        return CaptureMethod::Unwinder;
     }
+    if !full {
+        // This thread's first frame: walks that end there are complete.
+        learn_root(walked[n - 1]);
+    }
+    CaptureMethod::FramePointers
 }
 
 /// Recurses `depth` times, then walks and unwinds from one leaf: both
 /// captures share every frame from the probe up.
 #[inline(never)]
-fn probe(depth: usize, walked: &mut [usize], unwound: &mut [usize]) -> (Option<usize>, usize) {
+fn probe(depth: usize, walked: &mut [usize], unwound: &mut [usize]) -> (Walk, usize) {
     let r = if depth == 0 {
         probe_leaf(walked, unwound)
     } else {
@@ -419,45 +531,38 @@ fn probe(depth: usize, walked: &mut [usize], unwound: &mut [usize]) -> (Option<u
 }
 
 #[inline(never)]
-fn probe_leaf(walked: &mut [usize], unwound: &mut [usize]) -> (Option<usize>, usize) {
+fn probe_leaf(walked: &mut [usize], unwound: &mut [usize]) -> (Walk, usize) {
     let w = walk_frame_pointers(walked);
     let u = unwind_uncached(unwound);
     black_box((w, u))
 }
 
 /// Whether a walk from the probe's leaf is right, frame for frame, against
-/// the unwinder's capture from the same leaf. The walk's first address is
-/// the leaf's (beside the unwinder's, which returns to another call in the
-/// leaf); from its second on, every address must be the unwinder's, in
-/// order, from the probe's bottom frame: the bottom frame, then `depth`
-/// identical returns into the recursion, then the caller of the probe
-/// (`choose_method`) and that function's caller, and on up to where the walk
-/// ends. A walk that starts from a stale frame pointer (code built without
-/// frame pointers leaves one in the register) starts further up the stack
-/// and fails the first of these tests; one that skips a frame fails the
-/// comparison.
-pub(crate) fn probe_agrees(walked: &[usize], unwound: &[usize], depth: usize) -> bool {
-    let Some(&bottom) = walked.get(1) else {
+/// the unwinder's capture from the same leaf (see [`walk_matches`]): from
+/// the probe's bottom frame, then `depth` identical returns into the
+/// recursion, then the probe's caller (`choose_method`) and that function's
+/// callers, to where the walk ends, which must be the thread's first frame
+/// (the unwinder finds at most [`ROOT_SLACK`] frames beyond it) unless the
+/// walk filled its buffer (`full`).
+///
+/// A walk that starts from a stale frame pointer (code built without frame
+/// pointers leaves one in the register) starts further up the stack and
+/// fails the first of these tests; one that skips a frame fails the
+/// comparison; one cut short by a caller without frame pointers fails the
+/// last.
+pub(crate) fn probe_agrees(walked: &[usize], full: bool, unwound: &[usize], depth: usize) -> bool {
+    let Some(left) = walk_matches(walked, unwound) else {
         return false;
     };
-    let Some(j) = unwound.iter().position(|&u| u == bottom) else {
-        return false;
-    };
-    // The leaf: a different return address into the same small function.
-    if j == 0 || walked[0] == unwound[j - 1] || walked[0].abs_diff(unwound[j - 1]) > 1024 {
-        return false;
-    }
     // The recursion: `depth` equal returns above the bottom frame.
-    let Some(rec) = unwound.get(j + 1..j + 1 + depth) else {
+    let Some(rec) = walked.get(2..2 + depth) else {
         return false;
     };
-    if depth == 0 || rec.iter().any(|&r| r != rec[0] || r == bottom) {
+    if depth == 0 || rec.iter().any(|&r| r != rec[0] || r == walked[1]) {
         return false;
     }
-    // Frame for frame from the bottom up, through the probe's callers.
-    let (a, b) = (&walked[1..], &unwound[j..]);
-    let n = a.len().min(b.len());
-    n >= depth + 3 && a[..n] == b[..n]
+    // Through the probe's callers, to the thread's first frame.
+    walked.len() >= depth + 4 && (full || left <= ROOT_SLACK)
 }
 
 #[cfg(test)]
@@ -465,7 +570,8 @@ mod tests {
     use super::*;
 
     /// A probe capture as the unwinder gives it: its own frame, the leaf,
-    /// the bottom of the probe, `depth` recursion returns, then `callers`.
+    /// the bottom of the probe, `depth` recursion returns, then `callers`
+    /// (the probe's callers, the thread's first frame and its entry).
     fn unwound(depth: usize, callers: &[usize]) -> Vec<usize> {
         let mut u = vec![0x9000, 0x1010, 0x2020];
         u.extend(std::iter::repeat_n(0x2050, depth));
@@ -473,53 +579,103 @@ mod tests {
         u
     }
 
+    const CALLERS: [usize; 10] = [
+        0x3000, 0x3100, 0x3200, 0x3300, 0x3400, 0x3500, 0x3600, 0x3700, 0x6000, 0x7000,
+    ];
+
+    /// The right walk from the leaf: its other call, then the unwinder's
+    /// frames to the thread's first frame (0x6000).
+    fn right_walk(u: &[usize]) -> Vec<usize> {
+        let mut w = vec![0x1008];
+        w.extend_from_slice(&u[2..u.len() - 1]);
+        w
+    }
+
     #[test]
-    fn the_probe_must_be_reproduced_from_its_bottom_frame() {
-        let callers = [0x3000, 0x4000, 0x5000, 0x6000, 0x7000];
-        let u = unwound(4, &callers);
-        // A right walk: the leaf's other call, then the unwinder's frames.
-        let mut right = vec![0x1008];
-        right.extend_from_slice(&u[2..]);
-        assert!(probe_agrees(&right, &u, 4));
-        // It may end before the unwinder does (at a thread's first frame).
-        assert!(probe_agrees(&right[..right.len() - 2], &u, 4));
+    fn the_probe_must_be_reproduced_from_its_bottom_frame_to_the_root() {
+        let u = unwound(4, &CALLERS);
+        let right = right_walk(&u);
+        assert!(probe_agrees(&right, false, &u, 4));
         // A stale frame pointer: the walk starts among the outermost frames
-        // (what a debug build did on libtest's threads).
-        assert!(!probe_agrees(&[0x6000, 0x7000], &u, 4));
-        assert!(!probe_agrees(&[0x5000, 0x6000, 0x7000], &u, 4));
+        // (what a debug build did on libtest's threads), even on a chain
+        // that goes on right from there.
+        assert!(!probe_agrees(&[0x3700, 0x6000], false, &u, 4));
+        assert!(!probe_agrees(&CALLERS[4..9], false, &u, 4));
         // A walk that starts one frame up (no leaf frame).
-        assert!(!probe_agrees(&right[1..], &u, 4));
+        assert!(!probe_agrees(&right[1..], false, &u, 4));
         // One that skips a frame of the recursion, or of the callers.
-        let mut skipped = right.clone();
-        skipped.remove(3);
-        assert!(!probe_agrees(&skipped, &u, 4));
-        let mut skipped = right.clone();
-        skipped.remove(7);
-        assert!(!probe_agrees(&skipped, &u, 4));
-        // Too short to see past the probe.
-        assert!(!probe_agrees(&right[..6], &u, 4));
+        for i in [3, 7, 9] {
+            let mut skipped = right.clone();
+            skipped.remove(i);
+            assert!(!probe_agrees(&skipped, false, &u, 4), "frame {i} skipped");
+        }
+        // One cut short above the probe's callers (a caller without frame
+        // pointers ended the chain): only a walk that filled its buffer may
+        // end before the thread's first frame.
+        let cut = &right[..right.len() - 5];
+        assert!(!probe_agrees(cut, false, &u, 4));
+        assert!(probe_agrees(cut, true, &u, 4));
+        // Too short to see past the probe, even when full.
+        assert!(!probe_agrees(&right[..7], true, &u, 4));
         // The leaf's address must be the leaf's, and not the unwinder's own.
         let mut far = right.clone();
-        far[0] = 0x8000;
-        assert!(!probe_agrees(&far, &u, 4));
+        far[0] = 0x1010 + SAME_FUNCTION + 1;
+        assert!(!probe_agrees(&far, false, &u, 4));
         let mut same = right.clone();
         same[0] = 0x1010;
-        assert!(!probe_agrees(&same, &u, 4));
-        assert!(!probe_agrees(&[], &u, 4));
+        assert!(!probe_agrees(&same, false, &u, 4));
+        assert!(!probe_agrees(&[], false, &u, 4));
+    }
+
+    #[test]
+    fn walks_match_the_unwinder_to_their_end() {
+        let u = unwound(0, &CALLERS);
+        let right = right_walk(&u);
+        assert_eq!(walk_matches(&right, &u), Some(1));
+        assert_eq!(walk_matches(&right[..4], &u), Some(8));
+        let mut wrong = right.clone();
+        wrong[5] = 0x3333;
+        assert_eq!(walk_matches(&wrong, &u), None);
+        // Longer than the unwinder's capture: it cannot be confirmed.
+        let mut longer = right.clone();
+        longer.extend([0x7000, 0x7100]);
+        assert_eq!(walk_matches(&longer, &u), None);
+        assert_eq!(walk_matches(&[0x1008], &u), None);
+    }
+
+    #[test]
+    fn learned_roots_are_recognized() {
+        let root = 0x5eed_0000_1234;
+        assert!(!is_root(root));
+        learn_root(root);
+        learn_root(root);
+        assert!(is_root(root));
+        let n = ROOTS_LEN.load(Relaxed).min(MAX_ROOTS);
+        assert_eq!(
+            ROOTS[..n]
+                .iter()
+                .filter(|r| r.load(Relaxed) == root)
+                .count(),
+            1
+        );
     }
 
     /// A fake stack: `words` at addresses `base + 8 * i`.
-    fn walk_fake(words: &[usize], base: usize, fp: usize, code: &[usize]) -> Option<Vec<usize>> {
-        let mut buf = [0usize; 16];
+    fn walk_fake(words: &[usize], base: usize, fp: usize, code: &[usize]) -> (Walk, Vec<usize>) {
+        let mut buf = [0usize; 4];
         let read = |a: usize| words[(a - base) / WORD];
-        let n = walk_records(fp, (base, base + words.len() * WORD), &mut buf, read, |a| {
+        let w = walk_records(fp, (base, base + words.len() * WORD), &mut buf, read, |a| {
             code.contains(&a)
-        })?;
-        Some(buf[..n].to_vec())
+        });
+        let n = match w {
+            Walk::Full(n) | Walk::Ended(n) => n,
+            Walk::Bad => 0,
+        };
+        (w, buf[..n].to_vec())
     }
 
     #[test]
-    fn walks_stop_at_the_chain_s_end_and_fail_on_what_is_not_code() {
+    fn walks_end_at_the_chain_s_end_and_fail_on_what_is_not_code() {
         let base = 0x10_000;
         let at = |i: usize| base + i * WORD;
         // Three records: [next, ret] at words 0, 4 and 8; the last one's
@@ -532,28 +688,39 @@ mod tests {
         words[8] = 0;
         words[9] = 0xa3;
         let code = [0xa1, 0xa2, 0xa3];
+        let ended = |v: Vec<usize>| (Walk::Ended(v.len()), v);
         assert_eq!(
             walk_fake(&words, base, at(0), &code),
-            Some(vec![0xa1, 0xa2, 0xa3])
+            ended(vec![0xa1, 0xa2, 0xa3])
         );
         // A chain that leaves the stack ends there.
         words[8] = 0xdead_0000;
         assert_eq!(
             walk_fake(&words, base, at(0), &code),
-            Some(vec![0xa1, 0xa2, 0xa3])
+            ended(vec![0xa1, 0xa2, 0xa3])
         );
-        // A record whose return address is no code: the walk is not trusted.
+        // A longer chain fills the buffer first.
+        let mut long = vec![0usize; 20];
+        for r in 0..5 {
+            long[4 * r] = if r < 4 { at(4 * r + 4) } else { 0 };
+            long[4 * r + 1] = 0xa1;
+        }
+        assert_eq!(
+            walk_fake(&long, base, at(0), &[0xa1]),
+            (Walk::Full(4), vec![0xa1; 4])
+        );
+        // A record whose return address is no code: the walk is bad.
         words[5] = 0x7fff_1234;
-        assert_eq!(walk_fake(&words, base, at(0), &code), None);
+        assert_eq!(walk_fake(&words, base, at(0), &code), (Walk::Bad, vec![]));
         // A pointer going down the stack, or misaligned, ends the walk.
         words[5] = 0xa2;
         words[4] = at(0);
         assert_eq!(
             walk_fake(&words, base, at(0), &code),
-            Some(vec![0xa1, 0xa2])
+            ended(vec![0xa1, 0xa2])
         );
-        assert_eq!(walk_fake(&words, base, at(0) + 1, &code), Some(vec![]));
-        assert_eq!(walk_fake(&words, base, 0, &code), Some(vec![]));
+        assert_eq!(walk_fake(&words, base, at(0) + 1, &code), ended(vec![]));
+        assert_eq!(walk_fake(&words, base, 0, &code), ended(vec![]));
     }
 
     #[test]
@@ -578,8 +745,11 @@ mod tests {
         assert!(n > 3);
         if FRAME_POINTERS_SUPPORTED && choose_method() == CaptureMethod::FramePointers {
             let mut b = [0usize; 64];
-            let m = walk_frame_pointers(&mut b).expect("a trusted walk");
-            assert!(m > 3);
+            let w = walk_frame_pointers(&mut b);
+            assert!(
+                matches!(w, Walk::Ended(n) | Walk::Full(n) if n > 3),
+                "{w:?}"
+            );
         }
     }
 }

@@ -524,14 +524,19 @@ pub fn tracer_memory() -> usize {
 /// probe of known depth in this crate (built with the same flags as your
 /// code) and walks the frame pointers from there, and the walk must give
 /// the DWARF unwinder's frames one for one, from the probe's bottom frame
-/// through the probe's callers (your code that called `start`) and on to
-/// where the walk ends. Otherwise, as in a build without
-/// `-C force-frame-pointers=yes`, it uses the unwinder.
+/// through the probe's callers (your code that called `start`) to the
+/// thread's first frame. Otherwise, as in a build without
+/// `-C force-frame-pointers=yes`, or when `start` is called under code that
+/// does not keep frame pointers, it uses the unwinder.
 ///
 /// Each walk is checked too: its frame pointers must stay on the thread's
-/// stack, and every return address must lie in the code of an object loaded
-/// when tracing started. A walk that fails is redone with the unwinder and
-/// counted in [`capture_fallbacks`].
+/// stack, every return address must lie in the code of an object loaded when
+/// tracing started, and a chain that ends anywhere but at a thread's first
+/// frame (one checked against the unwinder once, then known) is compared
+/// with the unwinder. A walk that fails is redone with the unwinder and
+/// counted in [`capture_fallbacks`]. What no check can see: a caller without
+/// frame pointers that leaves the register untouched makes the walk skip the
+/// frame of *its* caller and go on right from there.
 ///
 /// # Examples
 ///
@@ -551,12 +556,14 @@ pub fn capture_method() -> Option<CaptureMethod> {
 }
 
 /// How many frame-pointer walks since the process started were rejected and
-/// redone with the unwinder: a return address outside the loaded code (the
-/// chain passed through code built without frame pointers, such as a C
+/// redone with the unwinder: a return address outside the loaded code, a
+/// chain that ended before the thread's first frame (both happen when the
+/// stack passes through code built without frame pointers, such as a C
 /// library calling back into Rust, or code loaded after tracing started), or
-/// a thread whose stack bounds are unknown. Each costs an unwind instead of
-/// a walk; the traceback recorded is the unwinder's. 0 when capturing with
-/// the unwinder.
+/// a thread whose stack bounds are unknown. Each costs an unwind (with
+/// `backtrace`'s unwinder, which needs no preparation) instead of a walk;
+/// the traceback recorded is the unwinder's. 0 when capturing with the
+/// unwinder.
 ///
 /// # Examples
 ///
