@@ -341,79 +341,34 @@ fn a_stale_frame_pointer_does_not_fool_the_choice() {
 }
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-static BAD_RECORD_BLOCK: Mutex<Option<(Vec<u8>, u32)>> = Mutex::new(None);
+static ASM_BLOCK: Mutex<Option<(Vec<u8>, u32)>> = Mutex::new(None);
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-extern "C" fn allocate_under_a_cut_chain() {
+extern "C" fn allocate_for_asm_caller() {
     let v = black_box(vec![7u8; 1234]);
     let line = line!() - 1;
-    if let Ok(mut slot) = BAD_RECORD_BLOCK.lock() {
+    if let Ok(mut slot) = ASM_BLOCK.lock() {
         *slot = Some((v, line));
     }
 }
 
-/// Tracing started as usual; one allocation is made under a chain of frame
-/// records cut short above its caller (the outer record's next is 0, as
-/// when a caller uses the register for data): the walk ends early, away
-/// from the thread's first frame, and must be redone and counted.
+/// With tracing on (4 frames), allocates through the assembly `caller`,
+/// then checks the block's traceback: the allocating line, `asm_frames`
+/// frames without line information (the assembly), then the line here that
+/// called it; and that the walk was redone and counted when frame pointers
+/// are the method (never with the unwinder).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-#[test]
-fn a_walk_cut_short_is_redone_and_counted() {
+fn walk_through_asm_is_redone(caller: unsafe extern "C" fn(extern "C" fn()), asm_frames: usize) {
     let _s = Session::lock();
     tracealloc::start(4);
     check_method();
     let before = tracealloc::capture_fallbacks();
-    // SAFETY: as in `a_stale_frame_pointer_does_not_fool_the_choice`.
-    unsafe { asm_callers::tracealloc_test_call_under_stale_records(allocate_under_a_cut_chain) };
+    // SAFETY: the assembly functions call `f` with an aligned stack and
+    // restore every callee-saved register they change.
+    unsafe { caller(allocate_for_asm_caller) };
     let call_line = line!() - 1;
     let after = tracealloc::capture_fallbacks();
-    let (v, line) = BAD_RECORD_BLOCK.lock().unwrap().take().expect("allocated");
-    let t = object_traceback(v.as_ptr()).expect("traced");
-    let frames: Vec<(String, u32)> = t
-        .frames()
-        .iter()
-        .map(|f| (f.filename().to_string(), f.lineno()))
-        .collect();
-    // The two assembly frames have no line information; the unwinder gets
-    // past them to the test's own line.
-    assert_eq!(frames[0], here(line), "{t:?}");
-    assert_eq!(
-        (frames[1].0.as_str(), frames[2].0.as_str()),
-        ("<unknown>", "<unknown>"),
-        "{t:?}"
-    );
-    assert_eq!(frames[3], here(call_line), "{t:?}");
-    if tracealloc::capture_method() == Some(CaptureMethod::FramePointers) {
-        assert!(after > before, "the walk cut short is counted");
-    } else {
-        assert_eq!(after, before, "no walk with the unwinder");
-    }
-}
-
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-extern "C" fn allocate_under_the_bad_record() {
-    let v = black_box(vec![9u8; 4321]);
-    let line = line!() - 1;
-    if let Ok(mut slot) = BAD_RECORD_BLOCK.lock() {
-        *slot = Some((v, line));
-    }
-}
-
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-#[test]
-fn a_walk_through_a_bad_frame_record_is_redone_and_counted() {
-    let _s = Session::lock();
-    tracealloc::start(4);
-    check_method();
-    let before = tracealloc::capture_fallbacks();
-    // SAFETY: the assembly function calls `f` with a valid stack and
-    // restores every callee-saved register it changes.
-    unsafe {
-        asm_callers::tracealloc_test_call_under_a_bad_frame_record(allocate_under_the_bad_record)
-    };
-    let call_line = line!() - 2;
-    let after = tracealloc::capture_fallbacks();
-    let (v, line) = BAD_RECORD_BLOCK.lock().unwrap().take().expect("allocated");
+    let (v, line) = ASM_BLOCK.lock().unwrap().take().expect("allocated");
     let t = object_traceback(v.as_ptr()).expect("traced");
     let frames: Vec<(String, u32)> = t
         .frames()
@@ -421,13 +376,33 @@ fn a_walk_through_a_bad_frame_record_is_redone_and_counted() {
         .map(|f| (f.filename().to_string(), f.lineno()))
         .collect();
     assert_eq!(frames[0], here(line), "{t:?}");
-    // The assembly function has no line information; the unwinder gets
-    // past it to the test's own line.
-    assert_eq!(frames[1].0, "<unknown>", "{t:?}");
-    assert_eq!(frames[2], here(call_line), "{t:?}");
+    for f in &frames[1..=asm_frames] {
+        assert_eq!(f.0, "<unknown>", "{t:?}");
+    }
+    // The unwinder gets past the assembly to the line that called it.
+    assert_eq!(frames[asm_frames + 1], here(call_line), "{t:?}");
     if tracealloc::capture_method() == Some(CaptureMethod::FramePointers) {
         assert!(after > before, "the rejected walk is counted");
     } else {
         assert_eq!(after, before, "no walk with the unwinder");
     }
+}
+
+/// One allocation under a chain of frame records cut short above its caller
+/// (the outer record's next is 0, as when a caller uses the register for
+/// data): the walk ends early, away from the thread's first frame.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn a_walk_cut_short_is_redone_and_counted() {
+    walk_through_asm_is_redone(asm_callers::tracealloc_test_call_under_stale_records, 2);
+}
+
+/// One allocation under a frame record whose return address is no code.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn a_walk_through_a_bad_frame_record_is_redone_and_counted() {
+    walk_through_asm_is_redone(
+        asm_callers::tracealloc_test_call_under_a_bad_frame_record,
+        1,
+    );
 }
