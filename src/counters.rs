@@ -801,11 +801,9 @@ fn measure_as<R>(what: &str, f: impl FnOnce() -> R) -> (R, Delta) {
 /// ```
 #[macro_export]
 macro_rules! assert_no_alloc {
-    ($e:expr $(,)?) => {{
-        let (value, delta) = $crate::__measure_for_assert("assert_no_alloc!", || $e);
-        $crate::__check_allocs(&delta, 0, ::core::stringify!($e));
-        value
-    }};
+    ($e:expr $(,)?) => {
+        $crate::assert_max_allocs!(@named "assert_no_alloc!", 0, $e)
+    };
 }
 
 /// Asserts that an expression makes at most `max` allocations on this thread
@@ -836,11 +834,14 @@ macro_rules! assert_no_alloc {
 /// ```
 #[macro_export]
 macro_rules! assert_max_allocs {
-    ($max:expr, $e:expr $(,)?) => {{
-        let (value, delta) = $crate::__measure_for_assert("assert_max_allocs!", || $e);
+    (@named $name:literal, $max:expr, $e:expr) => {{
+        let (value, delta) = $crate::__measure_for_assert($name, || $e);
         $crate::__check_allocs(&delta, $max, ::core::stringify!($e));
         value
     }};
+    ($max:expr, $e:expr $(,)?) => {
+        $crate::assert_max_allocs!(@named "assert_max_allocs!", $max, $e)
+    };
 }
 
 /// Support for [`assert_max_allocs!`]; not public API.

@@ -176,6 +176,38 @@ pub(crate) fn prefetch(addr: usize) {
     let _ = addr;
 }
 
+/// Calls `f` with the load bias and the program headers of each object
+/// mapped now (the executable first, then the shared libraries in load
+/// order), through `dl_iterate_phdr`. `f` must not unwind.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    target_pointer_width = "64"
+))]
+fn for_each_object(mut f: impl FnMut(u64, &[libc::Elf64_Phdr])) {
+    type Each<'a> = &'a mut dyn FnMut(u64, &[libc::Elf64_Phdr]);
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `dl_iterate_phdr` passes a valid `info` for the duration
+        // of the call, and `data` is the `Each` given below, borrowed
+        // mutably by nobody else while the iteration runs.
+        let (info, f) = unsafe { (&*info, &mut *(data as *mut Each<'_>)) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        f(info.dlpi_addr, phdrs);
+        0
+    }
+    let mut f: Each<'_> = &mut f;
+    // SAFETY: `each` matches the callback type and only calls `f`, which
+    // outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut f as *mut Each<'_>).cast()) };
+}
+
 /// Fills `out` with the executable segments of the objects mapped now (the
 /// executable first, then the shared libraries in load order), as `(start,
 /// end)` process addresses; returns how many. Objects beyond `out.len()` are
@@ -185,39 +217,17 @@ pub(crate) fn prefetch(addr: usize) {
     target_pointer_width = "64"
 ))]
 pub(crate) fn code_ranges(out: &mut [(usize, usize)]) -> usize {
-    struct Out<'a> {
-        ranges: &'a mut [(usize, usize)],
-        n: usize,
-    }
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `dl_iterate_phdr` passes a valid `info` for the duration
-        // of the call, and `data` is the `Out` given below, borrowed mutably
-        // by nobody else while the iteration runs.
-        let (info, out) = unsafe { (&*info, &mut *(data as *mut Out<'_>)) };
-        if info.dlpi_phdr.is_null() {
-            return 0;
-        }
-        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
-        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    let mut n = 0;
+    for_each_object(|base, phdrs| {
         for p in phdrs {
-            if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 && out.n < out.ranges.len()
-            {
-                let start = (info.dlpi_addr as usize).wrapping_add(p.p_vaddr as usize);
-                out.ranges[out.n] = (start, start.wrapping_add(p.p_memsz as usize));
-                out.n += 1;
+            if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 && n < out.len() {
+                let start = (base as usize).wrapping_add(p.p_vaddr as usize);
+                out[n] = (start, start.wrapping_add(p.p_memsz as usize));
+                n += 1;
             }
         }
-        0
-    }
-    let mut o = Out { ranges: out, n: 0 };
-    // SAFETY: `each` matches the callback type and only touches `o`, which
-    // outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut o as *mut Out<'_>).cast()) };
-    o.n
+    });
+    n
 }
 
 /// Without `dl_iterate_phdr`: no code segments known.
@@ -249,67 +259,46 @@ pub(crate) struct LoadedObject {
 /// holds it.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) fn loaded_objects() -> Vec<LoadedObject> {
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `dl_iterate_phdr` passes a valid `info` for the duration
-        // of the call, and `data` is the `Vec` given below, borrowed
-        // mutably by nobody else while the iteration runs.
-        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<LoadedObject>)) };
-        if info.dlpi_phdr.is_null() {
-            return 0;
-        }
-        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
-        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let base = info.dlpi_addr;
-        let load = |p: &&libc::Elf64_Phdr| p.p_type == libc::PT_LOAD;
-        let Some(text) = phdrs
-            .iter()
-            .filter(load)
-            .find(|p| p.p_flags & libc::PF_X != 0)
-        else {
-            return 0;
-        };
-        let Some(hdr) = phdrs.iter().find(|p| p.p_type == libc::PT_GNU_EH_FRAME) else {
-            return 0;
-        };
-        // SAFETY: the segment `hdr` describes is mapped (the object is
-        // loaded while `dl_iterate_phdr` reports it) and `p_memsz` long.
-        let hdr_data = unsafe {
-            std::slice::from_raw_parts((base + hdr.p_vaddr) as *const u8, hdr.p_memsz as usize)
-        };
-        // version 1, eh_frame_ptr encoded DW_EH_PE_pcrel | DW_EH_PE_sdata4.
-        if hdr_data.len() < 8 || hdr_data[0] != 1 || hdr_data[1] != 0x1b {
-            return 0;
-        }
-        let rel = i32::from_le_bytes([hdr_data[4], hdr_data[5], hdr_data[6], hdr_data[7]]) as i64;
-        let eh_svma = (hdr.p_vaddr as i64 + 4 + rel) as u64;
-        let Some(seg) = phdrs
-            .iter()
-            .filter(load)
-            .find(|p| (p.p_vaddr..p.p_vaddr + p.p_memsz).contains(&eh_svma))
-        else {
-            return 0;
-        };
-        let eh_len = (seg.p_vaddr + seg.p_memsz - eh_svma) as usize;
-        // SAFETY: `eh_svma..eh_svma + eh_len` lies within the mapped segment
-        // `seg`.
-        let eh_data = unsafe { std::slice::from_raw_parts((base + eh_svma) as *const u8, eh_len) };
-        out.push(LoadedObject {
-            base,
-            text_svma: text.p_vaddr..text.p_vaddr + text.p_memsz,
-            eh_frame_svma: eh_svma..eh_svma + eh_len as u64,
-            eh_frame: eh_data.to_vec(),
-            eh_frame_hdr_svma: hdr.p_vaddr..hdr.p_vaddr + hdr.p_memsz,
-            eh_frame_hdr: hdr_data.to_vec(),
-        });
-        0
-    }
-    let mut out: Vec<LoadedObject> = Vec::new();
-    // SAFETY: `each` matches the callback type and only touches `out`,
-    // which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Vec<LoadedObject>).cast()) };
+    let mut out = Vec::new();
+    for_each_object(|base, phdrs| out.extend(loaded_object(base, phdrs)));
     out
+}
+
+/// The object at load bias `base` with program headers `phdrs`, if it has
+/// the unwind tables the cached unwinder needs.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn loaded_object(base: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<LoadedObject> {
+    let load = |p: &&libc::Elf64_Phdr| p.p_type == libc::PT_LOAD;
+    let text = phdrs
+        .iter()
+        .filter(load)
+        .find(|p| p.p_flags & libc::PF_X != 0)?;
+    let hdr = phdrs.iter().find(|p| p.p_type == libc::PT_GNU_EH_FRAME)?;
+    // SAFETY: the segment `hdr` describes is mapped (the object is
+    // loaded while `dl_iterate_phdr` reports it) and `p_memsz` long.
+    let hdr_data = unsafe {
+        std::slice::from_raw_parts((base + hdr.p_vaddr) as *const u8, hdr.p_memsz as usize)
+    };
+    // version 1, eh_frame_ptr encoded DW_EH_PE_pcrel | DW_EH_PE_sdata4.
+    if hdr_data.len() < 8 || hdr_data[0] != 1 || hdr_data[1] != 0x1b {
+        return None;
+    }
+    let rel = i32::from_le_bytes([hdr_data[4], hdr_data[5], hdr_data[6], hdr_data[7]]) as i64;
+    let eh_svma = (hdr.p_vaddr as i64 + 4 + rel) as u64;
+    let seg = phdrs
+        .iter()
+        .filter(load)
+        .find(|p| (p.p_vaddr..p.p_vaddr + p.p_memsz).contains(&eh_svma))?;
+    let eh_len = (seg.p_vaddr + seg.p_memsz - eh_svma) as usize;
+    // SAFETY: `eh_svma..eh_svma + eh_len` lies within the mapped segment
+    // `seg`.
+    let eh_data = unsafe { std::slice::from_raw_parts((base + eh_svma) as *const u8, eh_len) };
+    Some(LoadedObject {
+        base,
+        text_svma: text.p_vaddr..text.p_vaddr + text.p_memsz,
+        eh_frame_svma: eh_svma..eh_svma + eh_len as u64,
+        eh_frame: eh_data.to_vec(),
+        eh_frame_hdr_svma: hdr.p_vaddr..hdr.p_vaddr + hdr.p_memsz,
+        eh_frame_hdr: hdr_data.to_vec(),
+    })
 }

@@ -140,19 +140,25 @@ const CHECK_FRAMES: usize = 320;
 #[cold]
 #[inline(never)]
 fn check_walk(buf: &mut [usize], w: Walk) -> usize {
-    if let Walk::Ended(n) = w {
-        let mut unwound = [0usize; CHECK_FRAMES];
-        let u = unwind(&mut unwound);
-        if n > 0
-            && n <= buf.len()
-            && walk_matches(&buf[..n], &unwound[..u]).is_some_and(|left| left <= ROOT_SLACK)
-        {
-            learn_root(buf[n - 1]);
-            return n;
-        }
+    let Walk::Ended(n) = w else {
+        FALLBACKS.fetch_add(1, Relaxed);
+        return unwind(buf);
+    };
+    let mut unwound = [0usize; CHECK_FRAMES];
+    let u = unwind(&mut unwound);
+    if n > 0
+        && n <= buf.len()
+        && walk_matches(&buf[..n], &unwound[..u]).is_some_and(|left| left <= ROOT_SLACK)
+    {
+        learn_root(buf[n - 1]);
+        return n;
     }
+    // The unwind just made is the capture (its extra frame, this function,
+    // is trimmed with the tracer's own).
     FALLBACKS.fetch_add(1, Relaxed);
-    unwind(buf)
+    let m = u.min(buf.len());
+    buf[..m].copy_from_slice(&unwound[..m]);
+    m
 }
 
 /// Whether `walked` gives the frames of `unwound`, taken from another call
@@ -256,7 +262,7 @@ fn walk_records(
 ) -> Walk {
     let mut n = 0;
     while n < buf.len() {
-        if fp < low || !fp.is_multiple_of(WORD) || fp > high - 2 * WORD {
+        if !on_stack(fp, 2, (low, high)) {
             return Walk::Ended(n);
         }
         let (next, ret) = (read(fp), read(fp + WORD));
@@ -323,6 +329,13 @@ fn is_code(addr: usize) -> bool {
 }
 
 const WORD: usize = std::mem::size_of::<usize>();
+
+/// Whether `words` aligned words from `addr` lie inside `(low, high)`, this
+/// thread's stack: the one check before every raw read of it.
+#[inline(always)]
+fn on_stack(addr: usize, words: usize, (low, high): (usize, usize)) -> bool {
+    addr >= low && addr.is_multiple_of(WORD) && addr <= high - words * WORD
+}
 
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 #[inline(always)]
@@ -442,7 +455,7 @@ mod cached {
             let cache = guard.get_or_insert_with(|| Box::new(Cache::new_in()));
             let mut read_stack = |addr: u64| -> Result<u64, ()> {
                 let a = addr as usize;
-                if a < low || a > high - super::WORD || !a.is_multiple_of(super::WORD) {
+                if !super::on_stack(a, 1, (low, high)) {
                     return Err(());
                 }
                 // SAFETY: `a` is an aligned word inside this thread's
