@@ -19,6 +19,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -178,8 +179,13 @@ fn encode(s: &Snapshot) -> DumpFile {
     }
 }
 
-/// Writes `s` to `path` through a temporary file in the same folder, renamed
-/// over `path` once complete and synced.
+/// Numbers the temporary files of this process's dumps.
+static DUMPS: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `s` to `path` through a temporary file in the same folder,
+/// `<name>.tmp-<pid>-<n>` (`n` counts this process's dumps, so concurrent
+/// dumps never share one; it is created new, never opened over another
+/// file), renamed over `path` once complete and synced.
 pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
     let err = |what: &str| Error::new("dump", path, what);
     let file = encode(s);
@@ -187,10 +193,17 @@ pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
         .file_name()
         .ok_or_else(|| err("the path names no file"))?;
     let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        DUMPS.fetch_add(1, Relaxed)
+    ));
     let tmp = path.with_file_name(tmp_name);
     let write = || -> Result<(), Error> {
-        let f = File::create(&tmp)
+        let f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
             .map_err(|e| err("cannot create a temporary file beside it").because(e))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         serde_json::to_writer(&mut w, &file).map_err(|e| err("cannot write").because(e))?;
@@ -378,6 +391,31 @@ mod tests {
                 .starts_with("tracealloc: cannot dump snapshot "),
             "{err}"
         );
+    }
+
+    /// Two threads dumping to one path, over and over: every dump succeeds,
+    /// the file is always one complete snapshot, and no temporary file is
+    /// left.
+    #[test]
+    fn concurrent_dumps_to_one_path_all_succeed() {
+        let dir = temp("concurrent");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("snap.json");
+        let s = Arc::new(sample());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, path) = (s.clone(), path.clone());
+                std::thread::spawn(move || (0..100).filter(|_| s.dump(&path).is_err()).count())
+            })
+            .collect();
+        let failed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(failed, 0, "{failed} of 200 dumps failed");
+        assert_eq!(Snapshot::load(&path).unwrap(), *s);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["snap.json"]);
     }
 
     fn load_text(name: &str, text: &str) -> Error {

@@ -126,8 +126,8 @@ pub use crate::snapshot::{
     Statistic, StatisticDiff, Trace, Traceback,
 };
 pub use crate::tracer::{
-    capture_fallbacks, capture_method, clear_traces, is_tracing, reset_peak, start, stop,
-    traceback_limit, traced_memory, tracer_memory, CaptureMethod, Config, MAX_NFRAME,
+    capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, reset_peak, start,
+    stop, traceback_limit, traced_memory, tracer_memory, CaptureMethod, Config, MAX_NFRAME,
 };
 
 /// The README's examples, compiled and run as doc tests.

@@ -693,8 +693,12 @@ impl Snapshot {
 
     /// Writes the snapshot to `path` as JSON (format `tracealloc-snapshot`,
     /// version 1; strings, frames and tracebacks stored once each). The file
-    /// is written beside `path` under a temporary name, synced, then renamed
-    /// over it: a crash never leaves half a file at `path`.
+    /// is written beside `path` under a temporary name of its own
+    /// (`<name>.tmp-<pid>-<n>`), synced, then renamed over it: a crash never
+    /// leaves half a file at `path`, and dumps from several threads or
+    /// processes to one path each leave a complete file (the last renamed
+    /// wins). A process killed in the middle of a dump leaves its temporary
+    /// file behind (as large as the dump had got); nothing removes it later.
     ///
     /// # Errors
     ///
@@ -1026,8 +1030,13 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
 ///
 /// # Panics
 ///
-/// When not tracing (tracemalloc raises `RuntimeError`), or when no
-/// [`TraceAlloc`](crate::TraceAlloc) is the global allocator.
+/// When not tracing (tracemalloc raises `RuntimeError`), when no
+/// [`TraceAlloc`](crate::TraceAlloc) is the global allocator, or when the
+/// memory for the copy of the traced blocks (about 16 bytes a block) or for
+/// the snapshot's list of traces (32 bytes a block) is refused: the message
+/// starts `tracealloc: take_snapshot: out of memory`. Smaller allocations
+/// made while symbolizing fail as any Rust allocation does (the allocation
+/// error handler, which aborts by default).
 ///
 /// # Examples
 ///
@@ -1048,9 +1057,17 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
 pub fn take_snapshot() -> Snapshot {
     crate::counters::require_installed("take_snapshot");
     let raw = Internal::make(tracer::raw_traces);
-    let Some(raw_ref) = raw.as_ref() else {
-        drop(raw);
-        panic!("tracealloc: take_snapshot() needs tracing on: call tracealloc::start() first");
+    let raw_ref = match raw.as_ref() {
+        Ok(Some(raw)) => raw,
+        Ok(None) => {
+            drop(raw);
+            panic!("tracealloc: take_snapshot() needs tracing on: call tracealloc::start() first");
+        }
+        Err(n) => {
+            let n = *n;
+            drop(raw);
+            out_of_memory(n);
+        }
     };
     let (nframe, sample_bytes) = (raw_ref.nframe, raw_ref.sample_bytes);
     // Resolve each distinct stack once, under the guard (into the cache).
@@ -1064,21 +1081,31 @@ pub fn take_snapshot() -> Snapshot {
         by_stack
     });
     // The snapshot itself is the caller's memory: counted, not traced.
-    let traces: Vec<Trace> = untraced(|| {
-        raw_ref
-            .blocks
-            .iter()
-            .map(|(size, stack)| Trace {
-                size: *size,
-                traceback: tracebacks[stack].clone(),
-            })
-            .collect()
+    let traces: Option<Vec<Trace>> = untraced(|| {
+        let mut traces = Vec::new();
+        traces.try_reserve_exact(raw_ref.blocks.len()).ok()?;
+        traces.extend(raw_ref.blocks.iter().map(|(size, stack)| Trace {
+            size: *size,
+            traceback: tracebacks[stack].clone(),
+        }));
+        Some(traces)
     });
+    let Some(traces) = traces else {
+        let n = raw_ref.blocks.len();
+        drop((tracebacks, raw));
+        out_of_memory(n);
+    };
     Snapshot {
         traces,
         traceback_limit: nframe,
         sample_bytes,
     }
+}
+
+#[cold]
+#[track_caller]
+fn out_of_memory(blocks: usize) -> ! {
+    panic!("tracealloc: take_snapshot: out of memory for the copy of {blocks} traced blocks")
 }
 
 /// Where the live traced block at `ptr` was allocated; `None` if it is not

@@ -13,18 +13,28 @@
 //!   huge                   the real sizes of blocks of 4 GiB and more
 //!   bytes                  the traced bytes in this shard
 //!   table, mask            where `slots` is, for lock-free prefetch hints
-//! GENERATION               the tracing session the entries belong to
 //! MAYBE[(addr >> 5) % LEN] counting filter (sampling sessions only): zero
 //!                          means "no traced block here", so most frees skip
 //!                          the lock; counts saturate (and then stay) at 255.
 //!                          Mapped directly, not hashed: neighbouring blocks
-//!                          share cache lines of it
+//!                          share cache lines of it. Changed only under the
+//!                          shard lock of the block counted
 //! ```
+//!
+//! The table belongs to one session at a time (see [`super::session`]):
+//! [`transition`] empties it and moves to the next session with every shard
+//! locked, and each insert, remove and filter change checks the session
+//! under its shard's lock.
+//!
+//! The table's memory comes from the inner allocator, under the reentrancy
+//! guard, and may be refused: an insert that would need more memory than it
+//! can get is refused ([`Insert::NoMemory`]), and the block goes untraced.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 
 use std::sync::Mutex;
 
+use super::session::{self, AllShardsLocked, Session};
 use super::{lock, Held};
 
 use super::stacks::StackId;
@@ -84,10 +94,6 @@ static SHARDS_: [Shard; SHARDS] = [const {
 }; SHARDS];
 
 static MAYBE: [AtomicU8; FILTER_LEN] = [const { AtomicU8::new(0) }; FILTER_LEN];
-/// Whether inserts and removes keep [`MAYBE`] (set for sampling sessions).
-static FILTERED: AtomicU32 = AtomicU32::new(0);
-/// Bumped by every `clear`: an insert prepared under an older value is dropped.
-pub(crate) static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 #[inline]
 fn mix(x: usize) -> u64 {
@@ -180,8 +186,14 @@ impl LiveMap {
     // One caller each; kept inline there whatever else the codegen unit
     // holds (left to the optimizer, they moved in and out of line with
     // unrelated changes).
+    //
+    // Returns false, with the table unchanged, when the memory it needs is
+    // refused.
     #[inline(always)]
-    fn insert(&mut self, addr: usize, size: usize, stack: StackId) {
+    fn insert(&mut self, addr: usize, size: usize, stack: StackId) -> bool {
+        if size >= HUGE as usize && self.huge.try_reserve(1).is_err() {
+            return false;
+        }
         let found = self.find(addr);
         if let Some(i) = found {
             // The allocator handed out an address we still hold: the old
@@ -190,8 +202,8 @@ impl LiveMap {
             self.bytes -= self.size_of(&old) as u64;
             self.forget_huge(&old);
             self.len -= 1;
-        } else if (self.len + 1) * 5 > self.slots.len() * 4 {
-            self.grow();
+        } else if (self.len + 1) * 5 > self.slots.len() * 4 && !self.grow() {
+            return false;
         }
         let size32 = if size >= HUGE as usize {
             self.huge.push((addr, size));
@@ -210,6 +222,7 @@ impl LiveMap {
         }
         self.len += 1;
         self.bytes += size as u64;
+        true
     }
 
     /// Puts `e`, whose address is not in the table, in Robin Hood order:
@@ -265,15 +278,25 @@ impl LiveMap {
         })
     }
 
-    fn grow(&mut self) {
+    /// Doubles the slots; false (and nothing changed) if the memory is
+    /// refused.
+    fn grow(&mut self) -> bool {
         let cap = (self.slots.len() * 2).max(64);
-        let old = std::mem::replace(&mut self.slots, vec![VACANT; cap]);
+        let mut slots = Vec::new();
+        if slots.try_reserve_exact(cap).is_err() {
+            return false;
+        }
+        slots.resize(cap, VACANT);
+        let old = std::mem::replace(&mut self.slots, slots);
         for e in old.into_iter().filter(|e| e.addr != 0) {
             self.place(e);
         }
+        true
     }
 
     fn clear(&mut self) {
+        // Dropping the slots frees them: under the guard, to the inner
+        // allocator, which takes no lock of ours.
         *self = LiveMap {
             slots: Vec::new(),
             len: 0,
@@ -283,50 +306,74 @@ impl LiveMap {
     }
 }
 
-/// Records a traced block, unless the table was cleared since `generation`
-/// was read (or `filtered` sessions ended). Returns whether it was recorded.
-/// Must run under the reentrancy guard (the table may grow).
-#[inline]
-pub(crate) fn insert(addr: usize, size: usize, stack: StackId, generation: u64) -> bool {
-    let shard = shard_of(addr);
-    let mut map = lock(&shard.map);
-    if GENERATION.load(Acquire) != generation {
-        return false;
-    }
-    map.insert(addr, size, stack);
-    let mask = map.slots.len() - 1;
-    if shard.mask.load(Relaxed) != mask {
-        shard.table.store(map.slots.as_ptr() as usize, Relaxed);
+/// What [`insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// Recorded.
+    Done,
+    /// Not recorded: prepared in another session (the table was cleared,
+    /// or tracing stopped, since).
+    Stale,
+    /// Not recorded: the table could not get the memory to grow.
+    NoMemory,
+}
+
+/// Keeps the shard's prefetch hint in step with its slots.
+fn publish(shard: &Shard, map: &LiveMap) {
+    let (table, mask) = match map.slots.len() {
+        0 => (0, 0),
+        n => (map.slots.as_ptr() as usize, n - 1),
+    };
+    if shard.table.load(Relaxed) != table {
+        shard.table.store(table, Relaxed);
         shard.mask.store(mask, Relaxed);
     }
-    if FILTERED.load(Relaxed) != 0 {
+}
+
+/// Records a traced block, if `session` is still the current one.
+/// Must run under the reentrancy guard (the table may grow).
+#[inline]
+pub(crate) fn insert(addr: usize, size: usize, stack: StackId, session: Session) -> Insert {
+    let shard = shard_of(addr);
+    let mut map = lock(&shard.map);
+    if session::current() != session {
+        return Insert::Stale;
+    }
+    if !map.insert(addr, size, stack) {
+        return Insert::NoMemory;
+    }
+    publish(shard, &map);
+    if session.sampled() {
         let _ =
             filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v < SATURATED).then_some(v + 1));
     }
-    true
+    Insert::Done
 }
 
 /// False when `addr` is surely not traced (sampling sessions keep the
 /// counting filter); true when it may be.
 #[inline(always)]
 pub(crate) fn maybe_traced(addr: usize) -> bool {
-    FILTERED.load(Relaxed) == 0 || filter_slot(addr).load(Relaxed) != 0
+    !session::current().sampled() || filter_slot(addr).load(Relaxed) != 0
 }
 
-/// Takes the block at `addr` out of the table, if it is traced.
+/// Takes the block at `addr` out of the table, if it is traced, with the
+/// session it belonged to.
 #[inline]
-pub(crate) fn remove(addr: usize) -> Option<Block> {
-    let filtered = FILTERED.load(Relaxed) != 0;
-    if filtered && filter_slot(addr).load(Relaxed) == 0 {
+pub(crate) fn remove(addr: usize) -> Option<(Block, Session)> {
+    if !maybe_traced(addr) {
         return None;
     }
-    let block = lock(&shard_of(addr).map).remove(addr)?;
-    if filtered {
+    let mut map = lock(&shard_of(addr).map);
+    let block = map.remove(addr)?;
+    let session = session::current();
+    if session.sampled() {
         let _ = filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| {
             (v > 0 && v < SATURATED).then(|| v - 1)
         });
     }
-    Some(block)
+    drop(map);
+    Some((block, session))
 }
 
 /// The traced block at `addr`, if any.
@@ -340,19 +387,28 @@ pub(crate) fn get(addr: usize) -> Option<Block> {
     })
 }
 
-/// Drops every entry and starts a new generation; `filtered` says whether the
-/// next session keeps the counting filter. Must run under the reentrancy guard.
-pub(crate) fn clear(filtered: bool) {
-    // Bumped before and after: an insert prepared before the clear, or while
-    // it runs, is dropped or wiped.
-    GENERATION.fetch_add(1, AcqRel);
-    FILTERED.store(0, Relaxed);
-    for s in &SHARDS_ {
+/// Ends the current session and begins one in `mode` (see
+/// [`super::session`]): with every shard locked, drops every entry, empties
+/// the filter and moves the state on. Allocates nothing. Must run under the
+/// reentrancy guard (the old slots are freed) and the control lock.
+pub(crate) fn transition(mode: u64) -> Session {
+    /// Locks and empties shard `i`, then the ones after it, and at the
+    /// bottom, with all of them held, the filter and the state; the locks
+    /// are released on the way back.
+    fn from(i: usize, mode: u64) -> Session {
+        let Some(s) = SHARDS_.get(i) else {
+            clear_filter();
+            return session::advance(&AllShardsLocked(()), mode);
+        };
         let mut map = lock(&s.map);
         map.clear();
-        s.table.store(0, Relaxed);
-        s.mask.store(0, Relaxed);
+        publish(s, &map);
+        from(i + 1, mode)
     }
+    from(0, mode)
+}
+
+fn clear_filter() {
     for f in &MAYBE {
         // Written only where set: a filter never used stays untouched (no
         // resident pages).
@@ -360,8 +416,6 @@ pub(crate) fn clear(filtered: bool) {
             f.store(0, Relaxed);
         }
     }
-    FILTERED.store(filtered as u32, Relaxed);
-    GENERATION.fetch_add(1, AcqRel);
 }
 
 /// Bytes of the table's static parts (shard headers and the filter).
@@ -443,10 +497,10 @@ mod tests {
                 } else if x.is_multiple_of(7) {
                     // The address is handed out again while still traced.
                     reference.insert(addr, (size, step));
-                    map.insert(addr, size, step);
+                    assert!(map.insert(addr, size, step));
                 } else if let std::collections::hash_map::Entry::Vacant(v) = reference.entry(addr) {
                     v.insert((size, step));
-                    map.insert(addr, size, step);
+                    assert!(map.insert(addr, size, step));
                 }
                 assert_eq!(map.len, reference.len(), "space {n}, step {step}");
             }

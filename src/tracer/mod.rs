@@ -1,9 +1,11 @@
 //! Call-site tracing: `tracemalloc`'s module functions.
 //!
 //! ```text
-//! MODE           AtomicU8: OFF, ALL (trace every block) or SAMPLED; read
-//!                on every allocator event, written under CONTROL
+//! session::      the state: OFF, ALL (trace every block) or SAMPLED, and a
+//!                generation; read on every allocator event, changed under
+//!                CONTROL with the live table locked (see session.rs)
 //! NFRAME, RATE   the session's traceback limit and sampling mean (bytes)
+//! DROPPED        blocks left untraced because the tracer's memory was refused
 //! CONTROL        Mutex: serialises start / stop / clear_traces
 //! TRACED_PEAK    PeakTracker of the traced bytes (threads' running totals in
 //!                the thread-local TRACED_PENDING)
@@ -18,10 +20,11 @@
 pub(crate) mod capture;
 pub(crate) mod live;
 pub(crate) mod sample;
+pub(crate) mod session;
 pub(crate) mod stacks;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -30,7 +33,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::alloc::ReentrancyGuard;
 use crate::counters::{self, PeakTracker};
 pub use capture::CaptureMethod;
-use live::Block;
+use live::{Block, Insert};
+use session::{Session, ALL, OFF, SAMPLED};
 use stacks::StackId;
 
 /// The highest traceback limit [`start`] accepts.
@@ -41,14 +45,10 @@ pub const MAX_NFRAME: usize = 256;
 /// frames still remain.
 const EXTRA_FRAMES: usize = 24;
 
-const OFF: u8 = 0;
-const ALL: u8 = 1;
-const SAMPLED: u8 = 2;
-
-static MODE: AtomicU8 = AtomicU8::new(OFF);
 static NFRAME: AtomicUsize = AtomicUsize::new(1);
 static RATE: AtomicU64 = AtomicU64::new(0);
 static CONTROL: Mutex<()> = Mutex::new(());
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 static TRACED_PEAK: PeakTracker = PeakTracker::new();
 
 thread_local! {
@@ -61,7 +61,7 @@ thread_local! {
 /// Whether a tracing session is on: one relaxed load.
 #[inline(always)]
 pub(crate) fn active() -> bool {
-    MODE.load(Relaxed) != OFF
+    session::current().is_on()
 }
 
 /// Whether the block at `addr` may be traced: false only when sampling and
@@ -76,7 +76,7 @@ pub(crate) fn maybe_traced(addr: usize) -> bool {
 /// here, without the guard or a stack capture).
 #[inline(always)]
 pub(crate) fn wants(size: usize) -> bool {
-    match MODE.load(Relaxed) {
+    match session::current().mode() {
         ALL => true,
         SAMPLED => sample::should_sample(size, RATE.load(Relaxed)),
         _ => false,
@@ -93,67 +93,90 @@ pub(crate) fn on_alloc(addr: usize, size: usize) {
     // The table line the insert will need loads while the stack is walked.
     live::prefetch(addr);
     let nframe = NFRAME.load(Relaxed);
-    let generation = live::GENERATION.load(Acquire);
+    // The session the block is traced in: if it has ended by the time the
+    // block reaches the table, the block is not recorded.
+    let session = session::current();
     // Small buffers for the usual small limits: zeroing 2 KiB on every
     // allocation would cost more than walking the stack.
     if nframe + EXTRA_FRAMES <= 32 {
-        record::<32>(addr, size, nframe, generation);
+        record::<32>(addr, size, nframe, session);
     } else if nframe + EXTRA_FRAMES <= 64 {
-        record::<64>(addr, size, nframe, generation);
+        record::<64>(addr, size, nframe, session);
     } else {
-        record::<{ MAX_NFRAME + EXTRA_FRAMES }>(addr, size, nframe, generation);
+        record::<{ MAX_NFRAME + EXTRA_FRAMES }>(addr, size, nframe, session);
     }
 }
 
 #[inline(always)]
-fn record<const N: usize>(addr: usize, size: usize, nframe: usize, generation: u64) {
+fn record<const N: usize>(addr: usize, size: usize, nframe: usize, session: Session) {
     let mut buf = [0usize; N];
     let n = capture::capture(&mut buf[..(nframe + EXTRA_FRAMES).min(N)]);
     let Some(id) = stacks::intern(&buf[..n]) else {
+        dropped();
         return;
     };
-    if live::insert(addr, size, id, generation) {
-        stacks::on_alloc(id, size);
-        add_traced(size as i64);
+    insert(addr, size, id, session);
+}
+
+fn insert(addr: usize, size: usize, id: StackId, session: Session) {
+    match live::insert(addr, size, id, session) {
+        Insert::Done => {
+            stacks::on_alloc(id, size, session);
+            add_traced(size as i64);
+        }
+        Insert::Stale => {}
+        Insert::NoMemory => dropped(),
     }
+}
+
+#[cold]
+fn dropped() {
+    DROPPED.fetch_add(1, Relaxed);
 }
 
 /// Forgets the block at `addr`, which is being freed. Under the guard.
 #[inline(never)]
 pub(crate) fn on_free(addr: usize) {
-    if let Some(b) = live::remove(addr) {
-        finish_take(b);
+    if let Some((b, session)) = live::remove(addr) {
+        finish_take(b, session);
     }
 }
 
-/// A traced block taken out of the table by [`take`], with the generation it
-/// belongs to.
+/// A traced block taken out of the table by [`take`], with the session it
+/// belonged to.
 pub(crate) struct Taken {
     block: Block,
-    generation: u64,
+    session: Session,
 }
 
 /// Takes the block at `addr` out of the table before a `realloc`; see
 /// [`put_back`] and [`finish_take`]. Under the guard.
 #[inline(never)]
 pub(crate) fn take(addr: usize) -> Option<Taken> {
-    let generation = live::GENERATION.load(Acquire);
-    live::remove(addr).map(|block| Taken { block, generation })
+    live::remove(addr).map(|(block, session)| Taken { block, session })
 }
 
-/// The `realloc` failed: the block is still there, as it was. Under the guard.
+/// The `realloc` failed: the block is still there, as it was (unless the
+/// session ended meanwhile). Under the guard.
 pub(crate) fn put_back(addr: usize, t: Taken) {
-    live::insert(addr, t.block.size, t.block.stack, t.generation);
+    match live::insert(addr, t.block.size, t.block.stack, t.session) {
+        Insert::Done | Insert::Stale => {}
+        Insert::NoMemory => {
+            // Out of the table for good: its totals as if freed.
+            dropped();
+            finish_take(t.block, t.session);
+        }
+    }
 }
 
 /// The block taken out is gone for good (the `realloc` succeeded). Under the
 /// guard.
 pub(crate) fn finish(t: Taken) {
-    finish_take(t.block);
+    finish_take(t.block, t.session);
 }
 
-fn finish_take(b: Block) {
-    stacks::on_free(b.stack, b.size);
+fn finish_take(b: Block, session: Session) {
+    stacks::on_free(b.stack, b.size, session);
     add_traced(-(b.size as i64));
 }
 
@@ -324,7 +347,7 @@ impl Config {
         counters::require_installed("start");
         let _guard = ReentrancyGuard::enter();
         let _control = lock(&CONTROL);
-        if MODE.load(Relaxed) != OFF {
+        if active() {
             return;
         }
         crate::sys::on_fork(fork_prepare, fork_release, fork_release);
@@ -342,15 +365,13 @@ impl Config {
         capture::set_method(method);
         NFRAME.store(self.frames, Relaxed);
         RATE.store(self.sample_bytes.unwrap_or(0), Relaxed);
-        live::clear(self.sample_bytes.is_some());
         stacks::reset_totals();
         TRACED_PEAK.clear();
-        let mode = if self.sample_bytes.is_some() {
+        live::transition(if self.sample_bytes.is_some() {
             SAMPLED
         } else {
             ALL
-        };
-        MODE.store(mode, Release);
+        });
     }
 }
 
@@ -374,8 +395,10 @@ impl Config {
 pub fn stop() {
     let _guard = ReentrancyGuard::enter();
     let _control = lock(&CONTROL);
-    MODE.store(OFF, Release);
-    live::clear(false);
+    if !active() {
+        return;
+    }
+    live::transition(OFF);
     stacks::reset_totals();
     TRACED_PEAK.clear();
 }
@@ -425,11 +448,11 @@ pub fn traceback_limit() -> usize {
 pub fn clear_traces() {
     let _guard = ReentrancyGuard::enter();
     let _control = lock(&CONTROL);
-    let mode = MODE.load(Relaxed);
+    let mode = session::current().mode();
     if mode == OFF {
         return;
     }
-    live::clear(mode == SAMPLED);
+    live::transition(mode);
     stacks::reset_totals();
     TRACED_PEAK.clear();
 }
@@ -583,6 +606,31 @@ pub fn capture_fallbacks() -> u64 {
     capture::fallbacks()
 }
 
+/// How many blocks since the process started were to be traced but were
+/// not, because the tracer could not get memory for its tables (the inner
+/// allocator refused it, e.g. under an address-space limit) or its table of
+/// distinct stacks was full (16 M stacks). The allocation itself succeeds as
+/// usual: the block is only missing from traces and snapshots. 0 in a
+/// healthy run; a snapshot taken after it rose is incomplete.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(1);
+///     let v = std::hint::black_box(vec![0u8; 100]);
+///     assert_eq!(tracealloc::dropped_traces(), 0);
+///     tracealloc::stop();
+///     drop(v);
+/// }
+/// ```
+pub fn dropped_traces() -> u64 {
+    DROPPED.load(Relaxed)
+}
+
 /// The live traced blocks, copied out for a snapshot.
 pub(crate) struct RawTraces {
     /// `(size, stack)` per block.
@@ -592,22 +640,37 @@ pub(crate) struct RawTraces {
 }
 
 /// Copies the live traced blocks, holding each shard's lock only while its
-/// blocks are copied; `None` when not tracing. Under the guard: the copy is
-/// tracer memory.
-pub(crate) fn raw_traces() -> Option<RawTraces> {
+/// blocks are copied; `Ok(None)` when not tracing, `Err(n)` when the copy of
+/// `n` blocks could not get its memory. Under the guard: the copy is tracer
+/// memory.
+pub(crate) fn raw_traces() -> Result<Option<RawTraces>, usize> {
     let _control = lock(&CONTROL);
-    let mode = MODE.load(Relaxed);
+    let mode = session::current().mode();
     if mode == OFF {
-        return None;
+        return Ok(None);
     }
     let (_, n) = live::totals();
-    let mut blocks = Vec::with_capacity(n + n / 8 + 16);
-    live::for_each(|size, stack| blocks.push((size, stack)));
-    Some(RawTraces {
+    let mut blocks = Vec::new();
+    blocks.try_reserve_exact(n + n / 8 + 16).map_err(|_| n)?;
+    let mut refused = false;
+    // More blocks may have come since the count: grown as needed, and a
+    // refusal stops the copy.
+    live::for_each(|size, stack| {
+        if blocks.len() == blocks.capacity() && blocks.try_reserve(blocks.len() / 8 + 16).is_err() {
+            refused = true;
+        }
+        if !refused {
+            blocks.push((size, stack));
+        }
+    });
+    if refused {
+        return Err(blocks.len());
+    }
+    Ok(Some(RawTraces {
         blocks,
         nframe: NFRAME.load(Relaxed),
         sample_bytes: (mode == SAMPLED).then(|| RATE.load(Relaxed)),
-    })
+    }))
 }
 
 /// The stack of the traced block at `addr`, and the session's limit.

@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 
 use std::sync::Mutex;
 
+use super::session::Session;
 use super::{lock, Held};
 
 pub(crate) type StackId = u32;
@@ -153,7 +154,8 @@ fn hash(frames: &[usize]) -> u64 {
     h ^ (h >> 29)
 }
 
-/// The id of `frames`, interning them if new; `None` when the table is full.
+/// The id of `frames`, interning them if new; `None` when the table is full
+/// or the memory for a new stack is refused.
 ///
 /// Must run under the reentrancy guard: a new stack allocates.
 #[inline]
@@ -173,10 +175,18 @@ pub(crate) fn intern(frames: &[usize]) -> Option<StackId> {
     Some(id)
 }
 
+/// `n` copies of `value`, or `None` if the memory is refused.
+fn try_filled<T: Clone>(n: usize, value: T) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, value);
+    Some(v)
+}
+
 fn intern_locked(h: u64, frames: &[usize]) -> Option<StackId> {
     let mut shard = lock(&INDEX[(h >> 56) as usize % INDEX_SHARDS]);
     if shard.slots.is_empty() {
-        shard.slots = vec![(0, EMPTY); 64];
+        shard.slots = try_filled(64, (0, EMPTY))?;
     }
     let mask = shard.slots.len() - 1;
     let mut i = h as usize & mask;
@@ -190,29 +200,73 @@ fn intern_locked(h: u64, frames: &[usize]) -> Option<StackId> {
         }
         i = (i + 1) & mask;
     }
-    // New stack: assign the next id and write its record before anyone can
-    // learn the id.
+    // New stack. Everything it needs is allocated first, so that a refusal
+    // leaves the table as it was. The index keeps a quarter free; if it
+    // cannot grow, it may fill up to all but one slot.
+    if (shard.len + 1) * 4 > shard.slots.len() * 3 {
+        if grow(&mut shard) {
+            return intern_locked_in(shard, h, frames);
+        }
+        if shard.len + 2 > shard.slots.len() {
+            return None;
+        }
+    }
+    intern_new(&mut shard, i, h, frames)
+}
+
+/// [`intern_locked`] again after the index grew (the probe starts over).
+fn intern_locked_in(
+    mut shard: std::sync::MutexGuard<'_, IndexShard>,
+    h: u64,
+    frames: &[usize],
+) -> Option<StackId> {
+    let mask = shard.slots.len() - 1;
+    let mut i = h as usize & mask;
+    while shard.slots[i].1 != EMPTY {
+        i = (i + 1) & mask;
+    }
+    intern_new(&mut shard, i, h, frames)
+}
+
+/// Enters `frames`, not yet interned, at the free index slot `i`.
+fn intern_new(shard: &mut IndexShard, i: usize, h: u64, frames: &[usize]) -> Option<StackId> {
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(frames.len()).ok()?;
+    copy.extend_from_slice(frames);
+    let copy = copy.into_boxed_slice();
+    // Assign the next id and write its record before anyone can learn the
+    // id.
     let id = NEXT_ID.fetch_add(1, AcqRel);
     if id as usize >= MAX_STACKS {
         NEXT_ID.store(MAX_STACKS as u32, Relaxed);
         return None;
     }
     let (chunk, at, len) = chunk_of(id as usize);
-    let chunk = CHUNKS[chunk].get_or_init(|| (0..len).map(|_| StackRecord::default()).collect());
-    let _ = chunk[at].frames.set(frames.into());
+    let chunk = match CHUNKS[chunk].get() {
+        Some(c) => c,
+        None => {
+            // (If refused, the id stays unused: no stack ever names it.)
+            let mut records = Vec::new();
+            records.try_reserve_exact(len).ok()?;
+            records.extend((0..len).map(|_| StackRecord::default()));
+            // Another thread may have set it first: then ours is dropped.
+            let _ = CHUNKS[chunk].set(records.into_boxed_slice());
+            CHUNKS[chunk].get()?
+        }
+    };
+    let _ = chunk[at].frames.set(copy);
     shard.slots[i] = (h, id);
     shard.len += 1;
-    if shard.len * 4 > shard.slots.len() * 3 {
-        grow(&mut shard);
-    }
     Some(id)
 }
 
-fn grow(shard: &mut IndexShard) {
-    let old = std::mem::take(&mut shard.slots);
-    let mut slots = vec![(0, EMPTY); old.len() * 2];
+/// Doubles the index; false (and nothing changed) if the memory is refused.
+fn grow(shard: &mut IndexShard) -> bool {
+    let Some(mut slots) = try_filled(shard.slots.len() * 2, (0, EMPTY)) else {
+        return false;
+    };
     let mask = slots.len() - 1;
-    for (h, id) in old.into_iter().filter(|&(_, id)| id != EMPTY) {
+    for &(h, id) in shard.slots.iter().filter(|&&(_, id)| id != EMPTY) {
         let mut i = h as usize & mask;
         while slots[i].1 != EMPTY {
             i = (i + 1) & mask;
@@ -220,6 +274,7 @@ fn grow(shard: &mut IndexShard) {
         slots[i] = (h, id);
     }
     shard.slots = slots;
+    true
 }
 
 /// Per-thread batches of per-stack deltas, flushed to the shared totals every
@@ -228,7 +283,7 @@ fn grow(shard: &mut IndexShard) {
 /// would otherwise bounce its totals' cache line on every allocation.
 struct Pending {
     id: Cell<StackId>,
-    /// The live table's generation the deltas belong to: deltas from before a
+    /// The session generation the deltas belong to: deltas from before a
     /// `clear_traces` are dropped, not added to the cleared totals.
     generation: Cell<u64>,
     events: Cell<u32>,
@@ -274,7 +329,7 @@ fn flush(p: &Pending) {
         p.live.replace(0),
         p.peak.replace(0),
     );
-    if p.generation.get() != super::live::GENERATION.load(Acquire) {
+    if p.generation.get() != super::session::current().generation() {
         return;
     }
     if let Some(r) = record(p.id.get()) {
@@ -294,8 +349,7 @@ fn flush(p: &Pending) {
 
 /// Records an event at `id` in this thread's batch.
 #[inline]
-fn add(id: StackId, allocs: u64, frees: u64, bytes: u64, live: i64) {
-    let generation = super::live::GENERATION.load(Relaxed);
+fn add(id: StackId, generation: u64, allocs: u64, frees: u64, bytes: u64, live: i64) {
     let batched = PENDING.try_with(|slots| {
         let p = &slots[id as usize % BATCH_SLOTS];
         if p.id.get() != id || p.generation.get() != generation {
@@ -329,16 +383,18 @@ fn add(id: StackId, allocs: u64, frees: u64, bytes: u64, live: i64) {
     }
 }
 
-/// A traced block of `size` bytes was allocated at `id`.
+/// A traced block of `size` bytes was allocated at `id`, and entered in the
+/// live table in `session`.
 #[inline]
-pub(crate) fn on_alloc(id: StackId, size: usize) {
-    add(id, 1, 0, size as u64, size as i64);
+pub(crate) fn on_alloc(id: StackId, size: usize, session: Session) {
+    add(id, session.generation(), 1, 0, size as u64, size as i64);
 }
 
-/// A traced block of `size` bytes allocated at `id` was freed.
+/// A traced block of `size` bytes allocated at `id` was taken out of the live
+/// table in `session`.
 #[inline]
-pub(crate) fn on_free(id: StackId, size: usize) {
-    add(id, 0, 1, 0, -(size as i64));
+pub(crate) fn on_free(id: StackId, size: usize, session: Session) {
+    add(id, session.generation(), 0, 1, 0, -(size as i64));
 }
 
 /// Flushes this thread's batches (at thread exit; and before reading totals
@@ -397,9 +453,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(intern(&[1, 2, 3, 0xdead_0001]), Some(a));
         assert_eq!(record(a).unwrap().frames(), &[1, 2, 3, 0xdead_0001]);
-        on_alloc(b, 100);
-        on_alloc(b, 50);
-        on_free(b, 100);
+        let now = super::super::session::current();
+        on_alloc(b, 100, now);
+        on_alloc(b, 50, now);
+        on_free(b, 100, now);
         flush_thread();
         let r = record(b).unwrap();
         assert_eq!(r.totals.allocs.load(Relaxed), 2);

@@ -1,0 +1,282 @@
+//! Faults while tracing: control calls racing the threads that allocate and
+//! free, and an inner allocator that fails the tracer's own allocations.
+//!
+//! Tracing is process-wide, so the tests run one after another on the main
+//! thread (`solo`). The inner allocator here fails, on a thread that armed
+//! it, every allocation whose size is not the one the test asks for: the
+//! test's own blocks succeed and everything the tracer allocates for its
+//! tables fails.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use tracealloc::{object_traceback, start, stop, take_snapshot, traced_memory, Config, TraceAlloc};
+
+mod solo;
+
+/// Forwards to `System`, except on a thread that set [`ONLY`] or
+/// [`FROM`]: there it refuses (returns null for) every allocation of another
+/// size, or of that size and more.
+struct Faulty;
+
+thread_local! {
+    /// 0: no faults; n: only allocations of exactly n bytes succeed.
+    static ONLY: Cell<usize> = const { Cell::new(0) };
+    /// 0: no faults; n: allocations of n bytes or more fail.
+    static FROM: Cell<usize> = const { Cell::new(0) };
+}
+
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+
+fn refused(size: usize) -> bool {
+    let only = ONLY.try_with(Cell::get).unwrap_or(0);
+    let from = FROM.try_with(Cell::get).unwrap_or(0);
+    if (only != 0 && size != only) || (from != 0 && size >= from) {
+        FAILED.fetch_add(1, Ordering::Relaxed);
+        true
+    } else {
+        false
+    }
+}
+
+// SAFETY: forwards every call to `System` unchanged, or returns null, which
+// `GlobalAlloc` allows for any allocation request.
+unsafe impl GlobalAlloc for Faulty {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if refused(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if refused(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if refused(new_size) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: TraceAlloc<Faulty> = TraceAlloc::new(Faulty);
+
+fn main() -> std::process::ExitCode {
+    solo::run(&[
+        (
+            "sampled_clear_traces_leaves_no_trace_of_freed_blocks",
+            sampled_clear_traces_leaves_no_trace_of_freed_blocks,
+        ),
+        (
+            "every_block_clear_traces_leaves_no_trace_of_freed_blocks",
+            every_block_clear_traces_leaves_no_trace_of_freed_blocks,
+        ),
+        (
+            "the_tracer_s_failed_allocations_do_not_fail_the_user_s",
+            the_tracer_s_failed_allocations_do_not_fail_the_user_s,
+        ),
+        (
+            "take_snapshot_out_of_memory_panics_at_the_call",
+            take_snapshot_out_of_memory_panics_at_the_call,
+        ),
+    ])
+}
+
+/// Sizes 1 B to 64 KiB, spread by a cheap hash of `i`.
+fn size(i: usize) -> usize {
+    1 + (i.wrapping_mul(0x9e37_79b9) >> 7) % (64 * 1024)
+}
+
+#[inline(never)]
+fn keep(i: usize) -> Vec<u8> {
+    black_box(vec![i as u8; size(i)])
+}
+
+/// Four threads each allocate 64 blocks while the main thread clears the
+/// traces once; then, with every thread parked, the table must hold exactly
+/// the traced blocks the threads still hold (each one's trace found at its
+/// address, their bytes the traced total); then the threads free everything,
+/// and nothing may stay traced.
+fn clear_while_threads_allocate(config: impl Fn() -> Config, episodes: usize) {
+    const THREADS: usize = 4;
+    const BLOCKS: usize = 64;
+    stop();
+    let mut stale_episodes = 0;
+    let mut worst = (0usize, 0usize);
+    for episode in 0..episodes {
+        config().start();
+        let go = Arc::new(Barrier::new(THREADS + 1));
+        let parked = Arc::new(Barrier::new(THREADS + 1));
+        let free = Arc::new(Barrier::new(THREADS + 1));
+        // Everything the threads keep is allocated before the clear, except
+        // the blocks under test.
+        let held = Arc::new(std::sync::Mutex::new(Vec::with_capacity(THREADS * BLOCKS)));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (go, parked, free, held) =
+                    (go.clone(), parked.clone(), free.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let mut mine = Vec::with_capacity(BLOCKS);
+                    go.wait();
+                    for i in 0..BLOCKS {
+                        mine.push(keep(episode * 7919 + t * BLOCKS + i));
+                    }
+                    held.lock()
+                        .unwrap()
+                        .extend(mine.iter().map(|v| (v.as_ptr() as usize, v.len())));
+                    parked.wait();
+                    free.wait();
+                    drop(mine);
+                })
+            })
+            .collect();
+        go.wait();
+        // Let the threads get going, then clear in the middle of it.
+        for _ in 0..(episode % 5) * 200 {
+            std::hint::spin_loop();
+        }
+        tracealloc::clear_traces();
+        parked.wait();
+        // Quiescent: the table against what the threads hold.
+        let traced_held: usize = held
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&(addr, _)| object_traceback(addr as *const u8).is_some())
+            .map(|&(_, len)| len)
+            .sum();
+        let traced = traced_memory().0;
+        assert_eq!(
+            traced, traced_held,
+            "episode {episode}: the table holds {traced} bytes, the threads hold {traced_held} traced bytes"
+        );
+        free.wait();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (left, snapshot) = (traced_memory().0, take_snapshot());
+        if left != 0 || !snapshot.traces().is_empty() {
+            stale_episodes += 1;
+            worst = worst.max((snapshot.traces().len(), left));
+        }
+        stop();
+    }
+    assert_eq!(
+        stale_episodes, 0,
+        "{stale_episodes} of {episodes} episodes left traces of freed blocks (worst: {} traces, {} bytes)",
+        worst.0, worst.1
+    );
+}
+
+fn sampled_clear_traces_leaves_no_trace_of_freed_blocks() {
+    clear_while_threads_allocate(|| Config::new().frames(1).sample_bytes(16 * 1024), 50);
+}
+
+fn every_block_clear_traces_leaves_no_trace_of_freed_blocks() {
+    clear_while_threads_allocate(|| Config::new().frames(1), 50);
+}
+
+/// A block the test allocates: the only size the faulty allocator lets
+/// through while armed (no table of the tracer has it).
+const USER_SIZE: usize = 1000;
+
+#[inline(never)]
+fn user_block() -> *mut u8 {
+    // SAFETY: a non-zero size and a valid alignment.
+    unsafe { GLOBAL.alloc(Layout::from_size_align(USER_SIZE, 8).unwrap()) }
+}
+
+fn the_tracer_s_failed_allocations_do_not_fail_the_user_s() {
+    stop();
+    let mut blocks: Vec<*mut u8> = Vec::with_capacity(100_000);
+    start(1);
+    let dropped_before = tracealloc::dropped_traces();
+    let failed_before = FAILED.load(Ordering::Relaxed);
+    let before = tracealloc::stats();
+    ONLY.with(|o| o.set(USER_SIZE));
+    for _ in 0..100_000 {
+        blocks.push(user_block());
+    }
+    ONLY.with(|o| o.set(0));
+    let after = tracealloc::stats();
+    let refused = FAILED.load(Ordering::Relaxed) - failed_before;
+    assert!(
+        blocks.iter().all(|b| !b.is_null()),
+        "every block the inner allocator gave was returned"
+    );
+    assert_eq!(after.total_allocs - before.total_allocs, 100_000);
+    assert!(refused > 0, "the tracer's tables had to grow");
+    let dropped = tracealloc::dropped_traces() - dropped_before;
+    assert!(
+        dropped > 0,
+        "the blocks the tracer could not record are counted"
+    );
+    let traced = blocks
+        .iter()
+        .filter(|&&b| object_traceback(b).is_some())
+        .count();
+    assert_eq!(
+        traced as u64 + dropped,
+        100_000,
+        "each block traced or counted as dropped"
+    );
+    assert_eq!(traced_memory().0, traced * USER_SIZE);
+    // Tracing goes on once memory is there again.
+    let v = black_box(vec![1u8; 4321]);
+    assert!(object_traceback(v.as_ptr()).is_some());
+    drop(v);
+    for b in blocks {
+        // SAFETY: allocated above with this layout.
+        unsafe { GLOBAL.dealloc(b, Layout::from_size_align(USER_SIZE, 8).unwrap()) };
+    }
+    assert_eq!(traced_memory().0, 0);
+    stop();
+}
+
+fn take_snapshot_out_of_memory_panics_at_the_call() {
+    stop();
+    start(1);
+    let blocks: Vec<Vec<u8>> = (0..20_000).map(|i| vec![0u8; 1 + i % 100]).collect();
+    // The copy of 20 000 traces needs more than 64 KiB; the panic's own
+    // allocations are small.
+    FROM.with(|o| o.set(64 * 1024));
+    // The panic message is printed with memory again (printing a backtrace
+    // loads debug information).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        FROM.with(|o| o.set(0));
+        hook(info)
+    }));
+    let result = std::panic::catch_unwind(take_snapshot);
+    FROM.with(|o| o.set(0));
+    drop(std::panic::take_hook());
+    let message = match result {
+        Ok(_) => panic!("take_snapshot succeeded with every allocation refused"),
+        Err(e) => e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    };
+    assert!(
+        message.starts_with("tracealloc: take_snapshot: out of memory"),
+        "{message}"
+    );
+    // And it works again once memory is there.
+    assert!(take_snapshot().traces().len() >= blocks.len());
+    stop();
+}
