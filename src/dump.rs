@@ -14,6 +14,7 @@
 //! index, so a million traces over a few thousand stacks take a few bytes
 //! each.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -30,6 +31,9 @@ const FORMAT: &str = "tracealloc-snapshot";
 const VERSION: u32 = 1;
 /// Files larger than this are refused rather than read.
 const MAX_FILE_BYTES: u64 = 1 << 30;
+/// `load` may use this many times the file's size, plus [`BUDGET_EXTRA`].
+const BUDGET_PER_FILE_BYTE: u64 = 16;
+const BUDGET_EXTRA: u64 = 16 << 20;
 /// Tracebacks with more frames than this are refused.
 const MAX_FRAMES: usize = 4096;
 /// Strings longer than this are refused.
@@ -89,7 +93,7 @@ impl std::error::Error for Error {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct DumpFile {
     format: String,
     version: u32,
@@ -223,21 +227,146 @@ pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
     result
 }
 
-/// Reads a snapshot written by [`dump`], checking everything.
+// ---------------------------------------------------------------------------
+// Loading, with a memory budget: every element read from the file and every
+// value built from it is charged to the budget of the load (what it will
+// take in memory, Vec growth included), and the load stops with an error as
+// soon as the budget is spent. So a small file that says "repeat this frame
+// 4096 times" in every traceback cannot make the reader take gigabytes.
+
+thread_local! {
+    /// Bytes the load running on this thread may still use.
+    static BUDGET: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Takes `bytes` from this thread's load budget; false if it is spent.
+fn charge(bytes: u64) -> bool {
+    BUDGET.with(|b| match b.get().checked_sub(bytes) {
+        Some(left) => {
+            b.set(left);
+            true
+        }
+        None => false,
+    })
+}
+
+const OVER_BUDGET: &str = "it would take more memory than the limit";
+
+/// What an element of the file costs once read, in bytes.
+trait Cost {
+    fn cost(&self) -> u64;
+}
+
+impl Cost for u32 {
+    fn cost(&self) -> u64 {
+        4
+    }
+}
+
+impl Cost for Arc<str> {
+    fn cost(&self) -> u64 {
+        // The pointer, and the shared allocation (two counts, the bytes,
+        // rounded up by malloc).
+        16 + (16 + self.len() as u64).next_multiple_of(16).max(32)
+    }
+}
+
+impl Cost for (u32, u32, u32) {
+    fn cost(&self) -> u64 {
+        12
+    }
+}
+
+impl Cost for (usize, Seq<u32>) {
+    fn cost(&self) -> u64 {
+        32
+    }
+}
+
+impl Cost for (usize, u32) {
+    fn cost(&self) -> u64 {
+        16
+    }
+}
+
+/// A JSON array read element by element, each charged (twice its size, for
+/// the vector's growth) before the next is read.
+struct Seq<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de> + Cost> Deserialize<'de> for Seq<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Cost> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Seq<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Seq<T>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element::<T>()? {
+                    if !charge(2 * x.cost()) {
+                        return Err(serde::de::Error::custom(OVER_BUDGET));
+                    }
+                    v.push(x);
+                }
+                Ok(Seq(v))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct LoadFile {
+    format: String,
+    version: u32,
+    traceback_limit: usize,
+    sample_bytes: Option<u64>,
+    strings: Seq<Arc<str>>,
+    frames: Seq<(u32, u32, u32)>,
+    tracebacks: Seq<(usize, Seq<u32>)>,
+    traces: Seq<(usize, u32)>,
+}
+
+/// Reads a snapshot written by [`dump`], checking everything, within a
+/// memory budget of 16 times the file's size plus 16 MiB.
 pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
     let err = |what: String| Error::new("load", path, what);
-    let f = File::open(path).map_err(|e| err("cannot open".into()).because(e))?;
+    let f = crate::sys::open_regular(path, MAX_FILE_BYTES)
+        .map_err(|e| err("cannot open".into()).because(e))?;
     let len = f
         .metadata()
         .map_err(|e| err("cannot stat".into()).because(e))?
         .len();
-    if len > MAX_FILE_BYTES {
-        return Err(err(format!(
-            "the file is {len} bytes, over the limit of {MAX_FILE_BYTES}"
-        )));
-    }
-    let file: DumpFile = serde_json::from_reader(BufReader::with_capacity(1 << 20, f))
-        .map_err(|e| err("not a valid snapshot file".into()).because(e))?;
+    let budget = len * BUDGET_PER_FILE_BYTE + BUDGET_EXTRA;
+    let over = || {
+        err(format!(
+            "{OVER_BUDGET} ({budget} bytes: {BUDGET_PER_FILE_BYTE} times the file's size plus {} MiB)",
+            BUDGET_EXTRA >> 20
+        ))
+    };
+    let outer = BUDGET.with(|b| b.replace(budget));
+    let result = (|| {
+        let file: LoadFile = serde_json::from_reader(BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| {
+                if e.to_string().starts_with(OVER_BUDGET) {
+                    over()
+                } else {
+                    err("not a valid snapshot file".into()).because(e)
+                }
+            })?;
+        build(file, &err, &over)
+    })();
+    BUDGET.with(|b| b.set(outer));
+    result
+}
+
+/// The snapshot a parsed file describes; every value charged to the budget.
+fn build(
+    file: LoadFile,
+    err: &dyn Fn(String) -> Error,
+    over: &dyn Fn() -> Error,
+) -> Result<Snapshot, Error> {
     if file.format != FORMAT {
         return Err(err(format!("format is {:?}, not {FORMAT:?}", file.format)));
     }
@@ -247,13 +376,13 @@ pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
             file.version
         )));
     }
-    if let Some(s) = file.strings.iter().find(|s| s.len() > MAX_STRING) {
+    let strings = file.strings.0;
+    if let Some(s) = strings.iter().find(|s| s.len() > MAX_STRING) {
         return Err(err(format!(
             "a string of {} bytes is over the limit of {MAX_STRING}",
             s.len()
         )));
     }
-    let strings: Vec<Arc<str>> = file.strings.iter().map(|s| Arc::from(s.as_str())).collect();
     let string = |i: u32, what: &str| {
         strings.get(i as usize).cloned().ok_or_else(|| {
             err(format!(
@@ -262,8 +391,15 @@ pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
             ))
         })
     };
+    // Built values: a frame is a pointer to a shared 56-byte record; a
+    // traceback's frames, 8 bytes each after a 16-byte header; a trace, 32
+    // bytes.
+    if !charge(file.frames.0.len() as u64 * (8 + 64)) {
+        return Err(over());
+    }
     let frames = file
         .frames
+        .0
         .iter()
         .map(|&(file_i, line, func_i)| {
             Ok(Frame::from_parts(
@@ -275,8 +411,10 @@ pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
         .collect::<Result<Vec<Frame>, Error>>()?;
     let tracebacks = file
         .tracebacks
+        .0
         .iter()
         .map(|(total, ids)| {
+            let ids = &ids.0;
             if ids.len() > MAX_FRAMES {
                 return Err(err(format!(
                     "a traceback has {} frames, over the limit of {MAX_FRAMES}",
@@ -288,6 +426,9 @@ pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
                     "a traceback keeps {} frames but says it had {total}",
                     ids.len()
                 )));
+            }
+            if !charge(24 + 16 + 8 * ids.len() as u64) {
+                return Err(over());
             }
             let fs = ids
                 .iter()
@@ -303,10 +444,19 @@ pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
             Ok(Traceback::from_parts(fs.into(), *total))
         })
         .collect::<Result<Vec<Traceback>, Error>>()?;
+    if !charge(file.traces.0.len() as u64 * 32) {
+        return Err(over());
+    }
     let traces = file
         .traces
+        .0
         .iter()
         .map(|&(size, tb)| {
+            if size > isize::MAX as usize {
+                return Err(err(format!(
+                    "a trace of {size} bytes is larger than any block can be"
+                )));
+            }
             let traceback = tracebacks.get(tb as usize).cloned().ok_or_else(|| {
                 err(format!(
                     "a trace refers to traceback {tb}, but there are {}",

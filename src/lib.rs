@@ -122,8 +122,8 @@ pub use crate::registry::Registry;
 pub use crate::report::{Top, TopDiff};
 pub use crate::rss::rss;
 pub use crate::snapshot::{
-    object_traceback, take_snapshot, DuplicateSite, Duplicates, Filter, Frame, KeyType, Snapshot,
-    Statistic, StatisticDiff, Trace, Traceback,
+    object_traceback, set_source_lines, take_snapshot, DuplicateSite, Duplicates, Filter, Frame,
+    KeyType, Snapshot, Statistic, StatisticDiff, Trace, Traceback, MAX_SOURCE_BYTES,
 };
 pub use crate::tracer::{
     capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, reset_peak, start,

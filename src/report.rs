@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use crate::snapshot::{source_line, KeyLabel, KeyType, Statistic, StatisticDiff, Traceback};
+use crate::snapshot::{
+    source_line, sum_diffs, sum_sizes, KeyLabel, KeyType, Statistic, StatisticDiff, Traceback,
+};
 
 /// A size in bytes as `tracemalloc._format_size` writes it: B, KiB, MiB, GiB,
 /// TiB (dividing by 1024); in a unit above B, one decimal below 100; no
@@ -98,12 +100,12 @@ impl Top {
     /// The rest, summed: `(keys, bytes)`.
     pub fn other(&self) -> (usize, usize) {
         let rest = &self.stats[self.n.min(self.stats.len())..];
-        (rest.len(), rest.iter().map(|s| s.size).sum())
+        (rest.len(), sum_sizes(rest.iter().map(|s| s.size)))
     }
 
     /// Bytes over every key.
     pub fn total(&self) -> usize {
-        self.stats.iter().map(|s| s.size).sum()
+        sum_sizes(self.stats.iter().map(|s| s.size))
     }
 }
 
@@ -159,8 +161,8 @@ impl TopDiff {
     /// Bytes now and their change, over every key.
     pub fn total(&self) -> (usize, isize) {
         (
-            self.diffs.iter().map(|d| d.size).sum(),
-            self.diffs.iter().map(|d| d.size_diff).sum(),
+            sum_sizes(self.diffs.iter().map(|d| d.size)),
+            sum_diffs(self.diffs.iter().map(|d| d.size_diff)),
         )
     }
 }
@@ -183,7 +185,7 @@ impl fmt::Display for TopDiff {
         }
         let rest = &self.diffs[self.n.min(self.diffs.len())..];
         if !rest.is_empty() {
-            let diff: isize = rest.iter().map(|d| d.size_diff).sum();
+            let diff = sum_diffs(rest.iter().map(|d| d.size_diff));
             writeln!(f, "{} other: {:+.1} KiB", rest.len(), diff as f64 / 1024.0)?;
         }
         let (size, diff) = self.total();

@@ -4,6 +4,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use std::path::Path;
@@ -25,8 +27,15 @@ use crate::tracer::{self, sample};
 /// assert_eq!((f.filename(), f.lineno(), f.function()), ("src/model.rs", 42, "model::Model::load"));
 /// assert_eq!(f.to_string(), "src/model.rs:42");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Frame {
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Frame(Arc<FrameData>);
+
+/// A frame's contents, shared: a traceback holds one pointer per frame, so
+/// tracebacks that repeat a frame (recursion, or a loaded dump that says so)
+/// cost 8 bytes a repetition.
+#[derive(PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct FrameData {
     filename: Arc<str>,
     lineno: u32,
     function: Arc<str>,
@@ -39,36 +48,46 @@ impl Frame {
     }
 
     pub(crate) fn from_parts(filename: Arc<str>, lineno: u32, function: Arc<str>) -> Frame {
-        Frame {
+        Frame(Arc::new(FrameData {
             filename,
             lineno,
             function,
-        }
+        }))
     }
 
     /// The source file, relative to the working directory when it lies
     /// under it; `<unknown>` when the debug information does not say.
     pub fn filename(&self) -> &str {
-        &self.filename
+        &self.0.filename
     }
 
     /// The line number; 0 when unknown (and in [`KeyType::Filename`] and
     /// [`KeyType::Function`] statistics).
     pub fn lineno(&self) -> u32 {
-        self.lineno
+        self.0.lineno
     }
 
     /// The function, demangled without its hash; `<unknown>` when the symbol
     /// is not known.
     pub fn function(&self) -> &str {
-        &self.function
+        &self.0.function
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("filename", &self.0.filename)
+            .field("lineno", &self.0.lineno)
+            .field("function", &self.0.function)
+            .finish()
     }
 }
 
 impl fmt::Display for Frame {
     /// `filename:lineno`, as tracemalloc writes a frame.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.filename, self.lineno)
+        write!(f, "{}:{}", self.0.filename, self.0.lineno)
     }
 }
 
@@ -81,10 +100,10 @@ impl PartialOrd for Frame {
 impl Ord for Frame {
     /// By (filename, lineno), as tracemalloc orders frames; then function.
     fn cmp(&self, other: &Self) -> Ordering {
-        (&*self.filename, self.lineno, &*self.function).cmp(&(
-            &*other.filename,
-            other.lineno,
-            &*other.function,
+        (&*self.0.filename, self.0.lineno, &*self.0.function).cmp(&(
+            &*other.0.filename,
+            other.0.lineno,
+            &*other.0.function,
         ))
     }
 }
@@ -177,8 +196,8 @@ impl Traceback {
             };
             let mut lines = Vec::new();
             for f in ordered {
-                lines.push(format!("  File \"{}\", line {}", f.filename, f.lineno));
-                if let Some(src) = source_line(&f.filename, f.lineno) {
+                lines.push(format!("  File \"{}\", line {}", f.0.filename, f.0.lineno));
+                if let Some(src) = source_line(&f.0.filename, f.0.lineno) {
                     lines.push(format!("    {src}"));
                 }
             }
@@ -210,15 +229,62 @@ impl Ord for Traceback {
     }
 }
 
+/// Whether reports read source lines (see [`set_source_lines`]).
+static SOURCE_LINES: AtomicBool = AtomicBool::new(true);
+
+/// Source files larger than this are not read for a line.
+pub const MAX_SOURCE_BYTES: u64 = 4 << 20;
+
+/// File extensions of the source files reports read lines from.
+const SOURCE_EXTENSIONS: &[&str] = &[
+    "rs", "c", "h", "cc", "cpp", "cxx", "hh", "hpp", "hxx", "inc", "s", "S", "zig", "go", "py",
+];
+
+/// Whether the reports ([`Snapshot::top`], [`Snapshot::top_diff`],
+/// [`Snapshot::duplicates`]' `Display`, [`Traceback::format`]) print the
+/// source line under each frame; on by default. Process-wide.
+///
+/// A snapshot's file names come from wherever it came from: a loaded dump
+/// can name any path. Reports read a line only from a regular file
+/// (never a FIFO, a device or a directory; opened without blocking) whose
+/// name ends in a source extension (`.rs`, `.c`, `.h`, `.cc`, `.cpp`, ...)
+/// and that is at most [`MAX_SOURCE_BYTES`] long. Turn source lines off
+/// when showing other people's dumps, or for output that must not depend
+/// on the files at hand.
+///
+/// # Examples
+///
+/// ```
+/// use tracealloc::{Frame, Traceback};
+///
+/// let here = Traceback::new(vec![Frame::new(file!(), line!(), "main")]);
+/// tracealloc::set_source_lines(false);
+/// assert_eq!(here.format(None, false).len(), 1, "the frame only");
+/// tracealloc::set_source_lines(true);
+/// ```
+pub fn set_source_lines(on: bool) {
+    SOURCE_LINES.store(on, Relaxed);
+}
+
 /// Line `lineno` of `filename`, stripped as Python's `str.strip()` strips
 /// (Unicode white space and the ASCII separators U+001C to U+001F), after a
 /// UTF-8 byte-order mark at the start of the file is dropped (as
-/// `linecache` reads it); `None` if unreadable or empty.
+/// `linecache` reads it); `None` if unreadable or empty, if source lines
+/// are off, or if the file is not one reports read (see
+/// [`set_source_lines`]).
 pub(crate) fn source_line(filename: &str, lineno: u32) -> Option<String> {
-    if lineno == 0 {
+    if lineno == 0 || !SOURCE_LINES.load(Relaxed) {
         return None;
     }
-    let text = std::fs::read_to_string(filename).ok()?;
+    let path = Path::new(filename);
+    let extension = path.extension()?.to_str()?;
+    if !SOURCE_EXTENSIONS.contains(&extension) {
+        return None;
+    }
+    let file = crate::sys::open_regular(path, MAX_SOURCE_BYTES).ok()?;
+    let mut text = String::new();
+    // Bounded again while reading: the file may have grown since.
+    file.take(MAX_SOURCE_BYTES).read_to_string(&mut text).ok()?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let line = text
         .lines()
@@ -322,7 +388,7 @@ impl fmt::Display for KeyLabel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.1, self.0.frames.first()) {
             (KeyType::Function, Some(frame)) => {
-                write!(f, "{} ({})", frame.function, frame.filename)
+                write!(f, "{} ({})", frame.0.function, frame.0.filename)
             }
             _ => fmt::Display::fmt(self.0, f),
         }
@@ -441,7 +507,8 @@ impl Filter {
     }
 
     fn matches_frame(&self, f: &Frame) -> bool {
-        self.lineno.is_none_or(|l| l == f.lineno) && fnmatch(&self.filename_pattern, &f.filename)
+        self.lineno.is_none_or(|l| l == f.0.lineno)
+            && fnmatch(&self.filename_pattern, &f.0.filename)
     }
 
     /// Whether the pattern (and line) matches the traceback: any frame with
@@ -599,7 +666,7 @@ impl Duplicates {
 
     /// The bytes sharing would save over all sites.
     pub fn saved_bytes(&self) -> usize {
-        self.sites.iter().map(DuplicateSite::saved_bytes).sum()
+        sum_sizes(self.sites.iter().map(DuplicateSite::saved_bytes))
     }
 }
 
@@ -630,7 +697,7 @@ impl fmt::Display for Duplicates {
                 .traceback
                 .frames
                 .first()
-                .and_then(|fr| source_line(&fr.filename, fr.lineno))
+                .and_then(|fr| source_line(&fr.0.filename, fr.0.lineno))
             {
                 writeln!(f, "      {src}")?;
             }
@@ -723,11 +790,24 @@ impl Snapshot {
 
     /// Reads a snapshot written by [`dump`](Self::dump).
     ///
+    /// A dump is untrusted input: it is read defensively, and within a
+    /// memory bound. `load` uses at most **16 times the file's size plus
+    /// 16 MiB** of heap at its peak (what it has read and what it builds,
+    /// counted as it goes); a file that would need more is refused. A dump
+    /// written by this crate needs up to about 8 times its size (a trace
+    /// takes 32 bytes once loaded, from about 11 in the file). Frames are
+    /// shared: a traceback holds 8 bytes per frame, however often the file
+    /// repeats one.
+    ///
+    /// Only a regular file is read (never a FIFO or a device, and opening
+    /// one does not block).
+    ///
     /// # Errors
     ///
     /// A missing, unreadable, truncated or corrupt file, another format or
-    /// version, or one past the limits (over 1 GiB, a traceback of more than
-    /// 4096 frames, a string over 64 KiB, an index out of range): an
+    /// version, or one past the limits (not a regular file, over 1 GiB, over
+    /// the memory bound, a traceback of more than 4096 frames, a string over
+    /// 64 KiB, a block over `isize::MAX` bytes, an index out of range): an
     /// [`Error`] naming the path and what is wrong. It never panics.
     pub fn load(path: impl AsRef<Path>) -> Result<Snapshot, Error> {
         untraced(|| crate::dump::load(path.as_ref()))
@@ -862,9 +942,9 @@ impl Snapshot {
                 diffs.push(StatisticDiff {
                     traceback,
                     size,
-                    size_diff: size as isize - old_size as isize,
+                    size_diff: difference(size, old_size),
                     count,
-                    count_diff: count as isize - old_count as isize,
+                    count_diff: difference(count, old_count),
                     key_type,
                 });
             }
@@ -872,9 +952,9 @@ impl Snapshot {
                 diffs.push(StatisticDiff {
                     traceback,
                     size: 0,
-                    size_diff: -(round(size) as isize),
+                    size_diff: difference(0, round(size)),
                     count: 0,
-                    count_diff: -(round(count) as isize),
+                    count_diff: difference(0, round(count)),
                     key_type,
                 });
             }
@@ -988,6 +1068,23 @@ impl Snapshot {
     }
 }
 
+/// `new - old`, saturated to `isize`'s range (sizes from a loaded dump can
+/// be anything).
+pub(crate) fn difference(new: usize, old: usize) -> isize {
+    let d = new as i128 - old as i128;
+    d.clamp(isize::MIN as i128, isize::MAX as i128) as isize
+}
+
+/// A sum of sizes, saturated at `usize::MAX`.
+pub(crate) fn sum_sizes(sizes: impl Iterator<Item = usize>) -> usize {
+    sizes.fold(0, usize::saturating_add)
+}
+
+/// A sum of differences, saturated to `isize`'s range.
+pub(crate) fn sum_diffs(diffs: impl Iterator<Item = isize>) -> isize {
+    diffs.fold(0, isize::saturating_add)
+}
+
 /// The grouping key of frame `i` of `t`.
 fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
     let Some(frame) = t.frames.get(i) else {
@@ -998,21 +1095,21 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
         KeyType::Traceback => Traceback::new(
             t.frames
                 .iter()
-                .map(|f| Frame::from_parts(f.filename.clone(), f.lineno, "".into()))
+                .map(|f| Frame::from_parts(f.0.filename.clone(), f.0.lineno, "".into()))
                 .collect(),
         ),
         // As tracemalloc's keys: file and line only (two closures inlined
         // on one line are one key).
         KeyType::Lineno => one(Frame::from_parts(
-            frame.filename.clone(),
-            frame.lineno,
+            frame.0.filename.clone(),
+            frame.0.lineno,
             "".into(),
         )),
-        KeyType::Filename => one(Frame::from_parts(frame.filename.clone(), 0, "".into())),
+        KeyType::Filename => one(Frame::from_parts(frame.0.filename.clone(), 0, "".into())),
         KeyType::Function => one(Frame::from_parts(
-            frame.filename.clone(),
+            frame.0.filename.clone(),
             0,
-            frame.function.clone(),
+            frame.0.function.clone(),
         )),
     }
 }
@@ -1471,6 +1568,52 @@ mod tests {
             .duplicates(512 * mb)
             .to_string()
             .starts_with("No suspected duplicates"));
+    }
+
+    /// Sizes no real block has (a dump can say anything): sums and
+    /// differences saturate instead of overflowing or wrapping.
+    #[test]
+    fn hostile_sizes_saturate() {
+        let a = tb(&[("src/a.rs", 1, "a")]);
+        let b = tb(&[("src/b.rs", 2, "b")]);
+        let huge = Snapshot::new(
+            vec![
+                trace(usize::MAX, &a),
+                trace(usize::MAX, &a),
+                trace((1 << 63) + 1, &b),
+            ],
+            1,
+        );
+        let empty = Snapshot::new(Vec::new(), 1);
+        let top = huge.top(1, KeyType::Lineno);
+        assert_eq!(top.total(), usize::MAX);
+        // (Sums go through f64: exact up to 2^53 bytes.)
+        assert_eq!(top.other().0, 1);
+        assert!(top.other().1 >= 1 << 63);
+        assert!(top.to_string().contains("Total allocated size: "), "{top}");
+        let grew = huge.compare_to(&empty, KeyType::Lineno, false);
+        assert!(grew.iter().all(|d| d.size_diff == isize::MAX), "{grew:?}");
+        let shrank = empty.compare_to(&huge, KeyType::Lineno, false);
+        assert!(
+            shrank.iter().all(|d| d.size_diff == isize::MIN),
+            "{shrank:?}"
+        );
+        let lines = huge.top_diff(&empty, 1, KeyType::Lineno).to_string();
+        assert!(
+            !lines.contains("-"),
+            "a growth never shows as a loss: {lines}"
+        );
+        assert_eq!(
+            huge.top_diff(&empty, 1, KeyType::Lineno).total().1,
+            isize::MAX
+        );
+        assert_eq!(
+            empty.top_diff(&huge, 1, KeyType::Lineno).total().1,
+            isize::MIN
+        );
+        let d = huge.duplicates(1);
+        assert_eq!(d.saved_bytes(), usize::MAX);
+        assert!(d.to_string().contains("src/a.rs:1"));
     }
 
     mod properties {

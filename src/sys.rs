@@ -161,6 +161,40 @@ pub(crate) fn page_size() -> Option<usize> {
     None
 }
 
+/// Opens `path` for reading only if it is a regular file of at most
+/// `max_len` bytes: never a FIFO, a device or a directory, and without
+/// blocking on one (opened non-blocking, checked on the open file, so a
+/// path swapped in between is checked too).
+pub(crate) fn open_regular(path: &std::path::Path, max_len: u64) -> std::io::Result<std::fs::File> {
+    use std::io::{Error, ErrorKind};
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    #[cfg(not(unix))]
+    {
+        // Elsewhere, checked before opening (opening a pipe may block).
+        if !std::fs::metadata(path)?.is_file() {
+            return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+        }
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > max_len {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes, over the limit of {max_len}", meta.len()),
+        ));
+    }
+    Ok(file)
+}
+
 /// Asks the CPU to start loading the cache line at `addr`, which need not be
 /// mapped nor belong to anything: a prefetch never faults nor changes memory.
 #[inline(always)]
