@@ -75,8 +75,23 @@ impl Cache {
             let file = sym.filename().map(|p| p.to_string_lossy().into_owned());
             raw.push((file, sym.lineno().unwrap_or(0), function));
         });
-        if raw.is_empty() {
-            raw.push((None, 0, None));
+        if raw
+            .iter()
+            .all(|(file, _, function)| file.is_none() && function.is_none())
+        {
+            // Not in the objects the resolver read when it first ran (it
+            // never reads them again: one loaded later with `dlopen`): the
+            // dynamic linker still names the object and the nearest
+            // exported function.
+            raw.clear();
+            raw.push(match crate::sys::object_at(ip.saturating_sub(1)) {
+                Some((object, symbol)) => (
+                    Some(object),
+                    0,
+                    symbol.map(|s| format!("{:#}", backtrace::SymbolName::new(&s))),
+                ),
+                None => (None, 0, None),
+            });
         }
         let frames: Vec<Classified> = raw
             .into_iter()

@@ -285,28 +285,111 @@ pub(crate) struct LoadedObject {
     pub(crate) eh_frame: Vec<u8>,
     pub(crate) eh_frame_hdr_svma: std::ops::Range<u64>,
     pub(crate) eh_frame_hdr: Vec<u8>,
+    /// Whether the tables were copied (false for the objects the caller
+    /// said it knows: `eh_frame` and `eh_frame_hdr` are then empty).
+    pub(crate) copied: bool,
 }
 
 /// The objects mapped now that have an `.eh_frame_hdr` (`PT_GNU_EH_FRAME`)
-/// with the usual pc-relative pointer to `.eh_frame`. `.eh_frame` has no
-/// program header of its own: it is copied up to the end of the segment that
-/// holds it.
+/// with the usual pc-relative pointer to `.eh_frame`; the tables of those
+/// whose code starts at an address `known` accepts are not copied.
+/// `.eh_frame` has no program header of its own: it is copied up to the end
+/// of the segment that holds it.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) fn loaded_objects() -> Vec<LoadedObject> {
+pub(crate) fn loaded_objects(known: impl Fn(u64) -> bool) -> Vec<LoadedObject> {
     let mut out = Vec::new();
-    for_each_object(|base, phdrs| out.extend(loaded_object(base, phdrs)));
+    for_each_object(|base, phdrs| out.extend(loaded_object(base, phdrs, &known)));
     out
+}
+
+/// The object that holds code address `addr` (its path) and the nearest
+/// exported symbol at or below it (its raw name), from the dynamic linker
+/// (`dladdr`): it knows objects loaded at any time.
+pub(crate) fn object_at(addr: usize) -> Option<(String, Option<Vec<u8>>)> {
+    #[cfg(all(unix, not(miri)))]
+    {
+        // SAFETY: `Dl_info` is plain data (pointers and integers): all zeros
+        // is a valid value.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: `dladdr` only reads the address's value and writes `info`.
+        if unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } == 0
+            || info.dli_fname.is_null()
+        {
+            return None;
+        }
+        // SAFETY: non-null `dli_fname` and `dli_sname` are NUL-terminated
+        // strings owned by the dynamic linker, valid while the object stays
+        // loaded (they are copied at once).
+        let file = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned();
+        let symbol = (!info.dli_sname.is_null()).then(|| {
+            // SAFETY: as above, for the symbol's name.
+            unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }
+                .to_bytes()
+                .to_vec()
+        });
+        Some((file, symbol))
+    }
+    #[cfg(not(all(unix, not(miri))))]
+    {
+        let _ = addr;
+        None
+    }
+}
+
+/// How many times objects were loaded or unloaded since the process started
+/// (`dlpi_adds + dlpi_subs`): changes when `dlopen` maps a new object or
+/// `dlclose` unmaps one. 0 where unknown.
+pub(crate) fn objects_changes() -> u64 {
+    #[cfg(all(
+        any(target_os = "linux", target_os = "android"),
+        target_pointer_width = "64"
+    ))]
+    {
+        unsafe extern "C" fn first(
+            info: *mut libc::dl_phdr_info,
+            size: libc::size_t,
+            data: *mut libc::c_void,
+        ) -> libc::c_int {
+            let needed = std::mem::offset_of!(libc::dl_phdr_info, dlpi_subs)
+                + std::mem::size_of::<libc::c_ulonglong>();
+            if size >= needed {
+                // SAFETY: `info` is valid for the call and, as `size` says,
+                // holds the counters; `data` is the `u64` given below.
+                unsafe {
+                    *(data as *mut u64) = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs);
+                }
+            }
+            1 // the first object is enough: the counters are global
+        }
+        let mut changes = 0u64;
+        // SAFETY: `first` matches the callback type and writes only the
+        // `u64` it is given, which outlives the call.
+        unsafe { libc::dl_iterate_phdr(Some(first), (&mut changes as *mut u64).cast()) };
+        changes
+    }
+    #[cfg(not(all(
+        any(target_os = "linux", target_os = "android"),
+        target_pointer_width = "64"
+    )))]
+    0
 }
 
 /// The object at load bias `base` with program headers `phdrs`, if it has
 /// the unwind tables the cached unwinder needs.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-fn loaded_object(base: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<LoadedObject> {
+fn loaded_object(
+    base: u64,
+    phdrs: &[libc::Elf64_Phdr],
+    known: impl Fn(u64) -> bool,
+) -> Option<LoadedObject> {
     let load = |p: &&libc::Elf64_Phdr| p.p_type == libc::PT_LOAD;
     let text = phdrs
         .iter()
         .filter(load)
         .find(|p| p.p_flags & libc::PF_X != 0)?;
+
     let hdr = phdrs.iter().find(|p| p.p_type == libc::PT_GNU_EH_FRAME)?;
     // SAFETY: the segment `hdr` describes is mapped (the object is
     // loaded while `dl_iterate_phdr` reports it) and `p_memsz` long.
@@ -327,12 +410,15 @@ fn loaded_object(base: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<LoadedObject> 
     // SAFETY: `eh_svma..eh_svma + eh_len` lies within the mapped segment
     // `seg`.
     let eh_data = unsafe { std::slice::from_raw_parts((base + eh_svma) as *const u8, eh_len) };
+    let copied = !known(base + text.p_vaddr);
+    let copy = |data: &[u8]| if copied { data.to_vec() } else { Vec::new() };
     Some(LoadedObject {
         base,
         text_svma: text.p_vaddr..text.p_vaddr + text.p_memsz,
         eh_frame_svma: eh_svma..eh_svma + eh_len as u64,
-        eh_frame: eh_data.to_vec(),
+        eh_frame: copy(eh_data),
         eh_frame_hdr_svma: hdr.p_vaddr..hdr.p_vaddr + hdr.p_memsz,
-        eh_frame_hdr: hdr_data.to_vec(),
+        eh_frame_hdr: copy(hdr_data),
+        copied,
     })
 }

@@ -406,3 +406,113 @@ fn a_walk_through_a_bad_frame_record_is_redone_and_counted() {
         1,
     );
 }
+
+/// The block the C library's callback allocated last.
+static FROM_C: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn allocate_from_c() {
+    let b = black_box(Box::new([5u8; 777]));
+    let ptr = Box::into_raw(b) as usize;
+    FROM_C.store(ptr, std::sync::atomic::Ordering::SeqCst);
+}
+const FROM_C_SITE: u32 = line!() - 4;
+
+/// A C library built at test time without frame pointers (as distributions
+/// build theirs), loaded with `dlopen` after tracing started: its function
+/// calls back into Rust, which allocates. The traceback must go through the
+/// library's frame to the line of this test that called it: with the method
+/// `start` chose, and with the unwinder forced after it had already been
+/// built (a second library, loaded after that).
+#[test]
+fn a_library_loaded_after_start_is_walked_through() {
+    let dir = std::env::temp_dir().join(format!("tracealloc-dlopen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("callback.c");
+    std::fs::write(
+        &c,
+        "typedef void (*cb_t)(void);\n\
+         __attribute__((noinline)) void call_back(cb_t f) {\n\
+         \x20   volatile char pad[64]; pad[0] = 1;\n\
+         \x20   f();\n\
+         \x20   pad[1] = 2;\n\
+         }\n",
+    )
+    .unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let build = |name: &str| {
+        let lib = dir.join(name);
+        let built = std::process::Command::new(&cc)
+            .args([
+                "-O2",
+                "-g",
+                "-fomit-frame-pointer",
+                "-shared",
+                "-fPIC",
+                "-o",
+            ])
+            .arg(&lib)
+            .arg(&c)
+            .status()
+            .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+        assert!(built.success(), "{cc} failed");
+        lib
+    };
+    let (first, second) = (build("libcallback1.so"), build("libcallback2.so"));
+
+    let _session = Session::lock();
+    tracealloc::start(8);
+    check_method();
+    let fallbacks = tracealloc::capture_fallbacks();
+    through_library(&first);
+    if tracealloc::capture_method() == Some(CaptureMethod::FramePointers) {
+        eprintln!(
+            "walks redone through the library: {}",
+            tracealloc::capture_fallbacks() - fallbacks
+        );
+    }
+    tracealloc::stop();
+    tracealloc::Config::new()
+        .frames(8)
+        .capture(CaptureMethod::Unwinder)
+        .start();
+    through_library(&second);
+}
+
+/// Loads `lib` and checks, three times, the traceback of a block allocated
+/// by a callback it calls.
+fn through_library(lib: &std::path::Path) {
+    let path = std::ffi::CString::new(lib.to_str().unwrap()).unwrap();
+    // SAFETY: a library built by the test, with no initializers.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "dlopen failed");
+    // SAFETY: a symbol of the library just loaded.
+    let sym = unsafe { libc::dlsym(handle, c"call_back".as_ptr()) };
+    assert!(!sym.is_null());
+    // SAFETY: `call_back` has this signature (see the C source above).
+    let call_back: extern "C" fn(extern "C" fn()) = unsafe { std::mem::transmute(sym) };
+    let name = lib.file_name().unwrap().to_str().unwrap();
+    for _ in 0..3 {
+        call_back(allocate_from_c);
+        let line = line!() - 1;
+        let ptr = FROM_C.load(std::sync::atomic::Ordering::SeqCst) as *const [u8; 777];
+        let t = object_traceback(ptr).expect("traced");
+        let frames: Vec<(String, u32)> = t
+            .frames()
+            .iter()
+            .map(|f| (f.filename().to_string(), f.lineno()))
+            .collect();
+        assert_eq!(frames[0], here(FROM_C_SITE), "{t:?}");
+        // With its line when the symbolizer read the library's debug
+        // information; by the library and the function when it was loaded
+        // after the symbolizer's first use (it reads the list of objects
+        // once).
+        assert!(
+            frames[1].0.ends_with("callback.c") || frames[1].0.ends_with(name),
+            "the library's frame: {frames:?}"
+        );
+        assert_eq!(t.frames()[1].function(), "call_back", "{t:?}");
+        assert_eq!(frames[2], here(line), "{frames:?}");
+        // SAFETY: allocated by `allocate_from_c` as a `Box<[u8; 777]>`.
+        drop(unsafe { Box::from_raw(ptr as *mut [u8; 777]) });
+    }
+}

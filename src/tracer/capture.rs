@@ -295,7 +295,8 @@ static CODE_HINT: AtomicUsize = AtomicUsize::new(0);
 
 /// Reads the loaded objects' code segments (at `start`, before the walk is
 /// used: objects loaded later are not known, and frames in them make walks
-/// fall back to the unwinder).
+/// fall back to the unwinder, on purpose: a walk through their code, which
+/// may lack frame pointers, could skip a caller unseen).
 pub(crate) fn refresh_code_ranges() {
     let mut ranges = [(0usize, 0usize); MAX_CODE_RANGES];
     let n = crate::sys::code_ranges(&mut ranges);
@@ -372,6 +373,20 @@ pub(crate) const FRAME_POINTERS_SUPPORTED: bool = cfg!(all(
     not(miri)
 ));
 
+/// Whether a stack seen for the first time can be kept as captured: false
+/// when it went through code loaded after the cached unwinder was built,
+/// which has now learned it: capture again. Under the guard.
+#[cold]
+pub(crate) fn new_stack_ok(frames: &[usize]) -> bool {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+    return cached::new_stack_ok(frames);
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64", not(miri))))]
+    {
+        let _ = frames;
+        true
+    }
+}
+
 /// Loads what the unwinder needs (at `start`, under the guard).
 pub(crate) fn prepare_unwinder() {
     #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
@@ -379,22 +394,56 @@ pub(crate) fn prepare_unwinder() {
 }
 
 /// The cached DWARF unwinder: `framehop` over copies of the unwind tables of
-/// the objects loaded when tracing first started, with per-thread rule caches
-/// taken from a pool (`try_lock` only: a cache held by a thread that vanished
-/// in a `fork()` is skipped, never waited for). Stack memory is read through
-/// the same bounds checks as the frame-pointer walk.
+/// the loaded objects, with per-thread rule caches taken from a pool
+/// (`try_lock` only: a cache held by a thread that vanished in a `fork()` is
+/// skipped, never waited for). Stack memory is read through the same bounds
+/// checks as the frame-pointer walk.
+///
+/// ```text
+/// CURRENT   AtomicPtr<Tables>: the unwinder in use, built at `start`;
+///           replaced (never freed: other threads may be reading it) when an
+///           unwind ends in code it does not know and objects were loaded
+///           or unloaded since it was built. At most MAX_BUILDS are built;
+///           past that, such unwinds are redone with the uncached unwinder
+/// REBUILD   Mutex, taken with try_lock by the thread that rebuilds
+/// CACHES    the pool of rule caches
+/// ```
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 mod cached {
     use std::cell::Cell;
-    use std::sync::{Mutex, OnceLock, TryLockError};
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+    use std::sync::{Mutex, TryLockError};
 
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
     use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
 
-    type Unw = UnwinderX86_64<Vec<u8>, MustNotAllocateDuringUnwind>;
+    /// Section data: copied once per object and never freed (the unwinders
+    /// that use it are never freed either), shared by successive unwinders.
+    type Data = &'static [u8];
+    type Unw = UnwinderX86_64<Data, MustNotAllocateDuringUnwind>;
     type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
 
-    static UNWINDER: OnceLock<Unw> = OnceLock::new();
+    /// An unwinder and what it knows.
+    struct Tables {
+        unwinder: Unw,
+        /// The code ranges of its modules, sorted.
+        code: Vec<(u64, u64)>,
+        /// [`crate::sys::objects_changes`] when it was built.
+        changes: u64,
+    }
+
+    impl Tables {
+        /// Whether `addr` lies in the code of a module of this unwinder.
+        fn knows(&self, addr: u64) -> bool {
+            let i = self.code.partition_point(|&(start, _)| start <= addr);
+            i > 0 && addr < self.code[i - 1].1
+        }
+    }
+
+    static CURRENT: AtomicPtr<Tables> = AtomicPtr::new(std::ptr::null_mut());
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    const MAX_BUILDS: usize = 64;
+    static REBUILD: Mutex<()> = Mutex::new(());
     const POOL: usize = 64;
     static CACHES: [Mutex<Option<Box<Cache>>>; POOL] = [const { Mutex::new(None) }; POOL];
 
@@ -403,31 +452,118 @@ mod cached {
         static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
     }
 
-    pub(super) fn init() {
-        UNWINDER.get_or_init(|| {
-            let mut u = Unw::new();
-            for o in crate::sys::loaded_objects() {
-                let info = ExplicitModuleSectionInfo {
-                    base_svma: 0,
-                    text_svma: Some(o.text_svma.clone()),
-                    eh_frame_svma: Some(o.eh_frame_svma),
-                    eh_frame: Some(o.eh_frame),
-                    eh_frame_hdr_svma: Some(o.eh_frame_hdr_svma),
-                    eh_frame_hdr: Some(o.eh_frame_hdr),
-                    ..Default::default()
-                };
-                let avma = o.base + o.text_svma.start..o.base + o.text_svma.end;
-                u.add_module(Module::new(String::new(), avma, o.base, info));
+    fn current() -> Option<&'static Tables> {
+        // SAFETY: CURRENT is null or points to a `Tables` leaked by
+        // `rebuild`, never freed nor changed after it was published.
+        unsafe { CURRENT.load(Acquire).as_ref() }
+    }
+
+    /// Builds the tables for the objects loaded now, from `old`'s where it
+    /// has them, and publishes them. Under the reentrancy guard.
+    fn rebuild(old: Option<&'static Tables>) -> Option<&'static Tables> {
+        let _lock = match REBUILD.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let now = current();
+        if !std::ptr::eq(
+            now.map_or(std::ptr::null(), |t| t as *const Tables),
+            old.map_or(std::ptr::null(), |t| t as *const Tables),
+        ) {
+            // Another thread rebuilt meanwhile.
+            return now;
+        }
+        if BUILDS.fetch_add(1, Relaxed) >= MAX_BUILDS {
+            return None;
+        }
+        let changes = crate::sys::objects_changes();
+        let objects = crate::sys::loaded_objects(|start| old.is_some_and(|t| t.knows(start)));
+        let mut unwinder = match old {
+            Some(t) => t.unwinder.clone(),
+            None => Unw::new(),
+        };
+        // Modules no longer loaded go; new ones come.
+        let mut code = Vec::with_capacity(objects.len());
+        for o in &objects {
+            code.push((o.base + o.text_svma.start, o.base + o.text_svma.end));
+        }
+        code.sort_unstable();
+        if let Some(t) = old {
+            for &(start, end) in &t.code {
+                if !code.contains(&(start, end)) {
+                    unwinder.remove_module(start);
+                }
             }
-            u
-        });
+        }
+        for o in objects.into_iter().filter(|o| o.copied) {
+            let info = ExplicitModuleSectionInfo {
+                base_svma: 0,
+                text_svma: Some(o.text_svma.clone()),
+                eh_frame_svma: Some(o.eh_frame_svma),
+                eh_frame: Some(&*o.eh_frame.leak()),
+                eh_frame_hdr_svma: Some(o.eh_frame_hdr_svma),
+                eh_frame_hdr: Some(&*o.eh_frame_hdr.leak()),
+                ..Default::default()
+            };
+            let avma = o.base + o.text_svma.start..o.base + o.text_svma.end;
+            unwinder.add_module(Module::new(String::new(), avma, o.base, info));
+        }
+        let tables: &'static Tables = Box::leak(Box::new(Tables {
+            unwinder,
+            code,
+            changes,
+        }));
+        CURRENT.store(tables as *const Tables as *mut Tables, Release);
+        Some(tables)
+    }
+
+    /// Loads the unwinder (at `start`): built the first time, and again if
+    /// objects were loaded or unloaded since.
+    pub(super) fn init() {
+        match current() {
+            None => {
+                rebuild(None);
+            }
+            Some(t) if t.changes != crate::sys::objects_changes() => {
+                rebuild(Some(t));
+            }
+            Some(_) => {}
+        }
     }
 
     /// Unwinds into `buf`; `None` when the unwinder is not loaded, the stack
-    /// bounds are unknown, or every cache is busy.
+    /// bounds are unknown, every cache is busy, or the stack goes through an
+    /// object loaded since the unwinder was built that it cannot learn (then
+    /// the uncached unwinder does it).
     #[inline(never)]
     pub(super) fn unwind(buf: &mut [usize]) -> Option<usize> {
-        let u = UNWINDER.get()?;
+        unwind_with(current()?, buf)
+    }
+
+    /// Whether a stack seen for the first time, captured by this module or
+    /// not, holds only addresses of code the unwinder knows: false when it
+    /// does not, objects were loaded since it was built, and it learned
+    /// them now (the stack is to be captured again). Frames in code it does
+    /// not know are passed with a guess from their frame pointer, and a
+    /// guess can skip a caller. Under the reentrancy guard.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn new_stack_ok(frames: &[usize]) -> bool {
+        let Some(tables) = current() else {
+            return true;
+        };
+        if frames.iter().all(|&a| tables.knows(a as u64))
+            || crate::sys::objects_changes() == tables.changes
+        {
+            return true;
+        }
+        rebuild(Some(tables)).is_none()
+    }
+
+    /// Unwinds with `tables` into `buf`.
+    #[inline(always)]
+    fn unwind_with(tables: &Tables, buf: &mut [usize]) -> Option<usize> {
         let (low, high) = super::stack_bounds()?;
         let (pc, sp, bp): (u64, u64, u64);
         // SAFETY: reads three registers (the address of this instruction,
@@ -462,7 +598,7 @@ mod cached {
                 // stack, which is mapped for the thread's whole life.
                 Ok(unsafe { std::ptr::read_volatile(a as *const u64) })
             };
-            let mut frames = u.iter_frames(
+            let mut frames = tables.unwinder.iter_frames(
                 pc,
                 UnwindRegsX86_64::new(pc, sp, bp),
                 &mut **cache,

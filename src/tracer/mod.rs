@@ -110,12 +110,33 @@ pub(crate) fn on_alloc(addr: usize, size: usize) {
 #[inline(always)]
 fn record<const N: usize>(addr: usize, size: usize, nframe: usize, session: Session) {
     let mut buf = [0usize; N];
-    let n = capture::capture(&mut buf[..(nframe + EXTRA_FRAMES).min(N)]);
-    let Some(id) = stacks::intern(&buf[..n]) else {
-        dropped();
-        return;
+    let len = (nframe + EXTRA_FRAMES).min(N);
+    let n = capture::capture(&mut buf[..len]);
+    let id = match stacks::find(&buf[..n]) {
+        Some(id) => id,
+        None => match new_stack(&mut buf[..len], n) {
+            Some(id) => id,
+            None => {
+                dropped();
+                return;
+            }
+        },
     };
     insert(addr, size, id, session);
+}
+
+/// Interns a stack seen for the first time: captured again first if it went
+/// through code loaded since the unwinder was built (see
+/// [`capture::new_stack_ok`]).
+#[cold]
+#[inline(never)]
+fn new_stack(buf: &mut [usize], n: usize) -> Option<StackId> {
+    let n = if capture::new_stack_ok(&buf[..n]) {
+        n
+    } else {
+        capture::capture(buf)
+    };
+    stacks::intern(&buf[..n])
 }
 
 fn insert(addr: usize, size: usize, id: StackId, session: Session) {
@@ -582,9 +603,10 @@ pub fn capture_method() -> Option<CaptureMethod> {
 /// redone with the unwinder: a return address outside the loaded code, a
 /// chain that ended before the thread's first frame (both happen when the
 /// stack passes through code built without frame pointers, such as a C
-/// library calling back into Rust, or code loaded after tracing started), or
-/// a thread whose stack bounds are unknown. Each costs an unwind (with
-/// `backtrace`'s unwinder, which needs no preparation) instead of a walk;
+/// library calling back into Rust, or code loaded after tracing started: see
+/// the crate's `docs/tracing.md`), or a thread whose stack bounds are
+/// unknown. Each costs an unwind (with `backtrace`'s unwinder, which needs no
+/// preparation, or the cached one if a session loaded it) instead of a walk;
 /// the traceback recorded is the unwinder's. 0 when capturing with the
 /// unwinder.
 ///

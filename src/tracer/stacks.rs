@@ -175,6 +175,45 @@ pub(crate) fn intern(frames: &[usize]) -> Option<StackId> {
     Some(id)
 }
 
+/// The id of `frames` if they were interned already.
+///
+/// Must run under the reentrancy guard (it takes an index lock).
+#[inline]
+pub(crate) fn find(frames: &[usize]) -> Option<StackId> {
+    let h = hash(frames);
+    let slot = (h as usize) % CACHE_LEN;
+    let cached = CACHE.try_with(|c| c[slot].get()).unwrap_or((0, EMPTY));
+    if cached.1 != EMPTY && cached.0 == h {
+        if let Some(r) = record(cached.1) {
+            if r.frames() == frames {
+                return Some(cached.1);
+            }
+        }
+    }
+    let id = find_locked(h, frames)?;
+    let _ = CACHE.try_with(|c| c[slot].set((h, id)));
+    Some(id)
+}
+
+fn find_locked(h: u64, frames: &[usize]) -> Option<StackId> {
+    let shard = lock(&INDEX[(h >> 56) as usize % INDEX_SHARDS]);
+    if shard.slots.is_empty() {
+        return None;
+    }
+    let mask = shard.slots.len() - 1;
+    let mut i = h as usize & mask;
+    loop {
+        let (sh, id) = shard.slots[i];
+        if id == EMPTY {
+            return None;
+        }
+        if sh == h && record(id).is_some_and(|r| r.frames() == frames) {
+            return Some(id);
+        }
+        i = (i + 1) & mask;
+    }
+}
+
 /// `n` copies of `value`, or `None` if the memory is refused.
 fn try_filled<T: Clone>(n: usize, value: T) -> Option<Vec<T>> {
     let mut v = Vec::new();
