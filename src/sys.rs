@@ -292,14 +292,24 @@ pub(crate) struct LoadedObject {
 
 /// The objects mapped now that have an `.eh_frame_hdr` (`PT_GNU_EH_FRAME`)
 /// with the usual pc-relative pointer to `.eh_frame`; the tables of those
-/// whose code starts at an address `known` accepts are not copied.
+/// whose code starts at an address `known` accepts are not copied. `None`
+/// if the memory for the list is refused; an object whose copies are
+/// refused is left out.
 /// `.eh_frame` has no program header of its own: it is copied up to the end
 /// of the segment that holds it.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) fn loaded_objects(known: impl Fn(u64) -> bool) -> Vec<LoadedObject> {
+pub(crate) fn loaded_objects(known: impl Fn(u64) -> bool) -> Option<Vec<LoadedObject>> {
     let mut out = Vec::new();
-    for_each_object(|base, phdrs| out.extend(loaded_object(base, phdrs, &known)));
-    out
+    let mut refused = false;
+    for_each_object(|base, phdrs| {
+        if let Some(o) = loaded_object(base, phdrs, &known) {
+            refused |= out.try_reserve(1).is_err();
+            if !refused {
+                out.push(o);
+            }
+        }
+    });
+    (!refused).then_some(out)
 }
 
 /// The object that holds code address `addr` (its path) and the nearest
@@ -411,14 +421,23 @@ fn loaded_object(
     // `seg`.
     let eh_data = unsafe { std::slice::from_raw_parts((base + eh_svma) as *const u8, eh_len) };
     let copied = !known(base + text.p_vaddr);
-    let copy = |data: &[u8]| if copied { data.to_vec() } else { Vec::new() };
+    // Copies that the allocator refuses leave the object out (the unwinder
+    // then does not know it, as if it were not loaded).
+    let copy = |data: &[u8]| -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        if copied {
+            v.try_reserve_exact(data.len()).ok()?;
+            v.extend_from_slice(data);
+        }
+        Some(v)
+    };
     Some(LoadedObject {
         base,
         text_svma: text.p_vaddr..text.p_vaddr + text.p_memsz,
         eh_frame_svma: eh_svma..eh_svma + eh_len as u64,
-        eh_frame: copy(eh_data),
+        eh_frame: copy(eh_data)?,
         eh_frame_hdr_svma: hdr.p_vaddr..hdr.p_vaddr + hdr.p_memsz,
-        eh_frame_hdr: copy(hdr_data),
+        eh_frame_hdr: copy(hdr_data)?,
         copied,
     })
 }

@@ -13,7 +13,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
-use tracealloc::{object_traceback, start, stop, take_snapshot, traced_memory, Config, TraceAlloc};
+use tracealloc::{
+    object_traceback, start, stats, stop, take_snapshot, traced_memory, Config, TraceAlloc,
+};
 
 mod solo;
 
@@ -200,51 +202,108 @@ fn user_block() -> *mut u8 {
     unsafe { GLOBAL.alloc(Layout::from_size_align(USER_SIZE, 8).unwrap()) }
 }
 
+/// With every allocation of the tracer refused: on this thread and on a new
+/// one (which starts with no counter slot, stack bounds or unwinder cache),
+/// with the method `start` chooses and with the unwinder forced.
 fn the_tracer_s_failed_allocations_do_not_fail_the_user_s() {
-    stop();
-    let mut blocks: Vec<*mut u8> = Vec::with_capacity(100_000);
-    start(1);
-    let dropped_before = tracealloc::dropped_traces();
-    let failed_before = FAILED.load(Ordering::Relaxed);
-    let before = tracealloc::stats();
-    ONLY.with(|o| o.set(USER_SIZE));
-    for _ in 0..100_000 {
-        blocks.push(user_block());
+    for unwinder in [false, true] {
+        for new_thread in [false, true] {
+            stop();
+            // Allocated before tracing: only the user blocks are traced.
+            let blocks: Vec<usize> = Vec::with_capacity(BLOCKS);
+            let case = format!("unwinder forced: {unwinder}, new thread: {new_thread}");
+            let mut config = Config::new();
+            if unwinder {
+                config = config.capture(tracealloc::CaptureMethod::Unwinder);
+            }
+            config.start();
+            let (blocks, dropped, refused) = if new_thread {
+                std::thread::spawn(move || allocate_refused(blocks))
+                    .join()
+                    .unwrap()
+            } else {
+                allocate_refused(blocks)
+            };
+            assert!(refused > 0, "{case}: the tracer's tables had to grow");
+            assert!(
+                dropped > 0,
+                "{case}: the blocks the tracer could not record are counted"
+            );
+            let traced = blocks
+                .iter()
+                .filter(|&&b| object_traceback(b as *const u8).is_some())
+                .count();
+            assert_eq!(
+                traced as u64 + dropped,
+                BLOCKS as u64,
+                "{case}: each block traced or counted as dropped"
+            );
+            eprintln!("{case}: {traced} traced, {dropped} dropped, {refused} allocations of the tracer refused");
+            assert!(traced > 0, "{case}: the tables' room was used");
+            assert_eq!(traced_memory().0, traced * USER_SIZE, "{case}");
+            // Tracing goes on once memory is there again.
+            let v = black_box(vec![1u8; 4321]);
+            assert!(object_traceback(v.as_ptr()).is_some(), "{case}");
+            drop(v);
+            for b in blocks {
+                // SAFETY: allocated by `allocate_refused` with this layout.
+                unsafe {
+                    GLOBAL.dealloc(b as *mut u8, Layout::from_size_align(USER_SIZE, 8).unwrap())
+                };
+            }
+            assert_eq!(traced_memory().0, 0, "{case}");
+            stop();
+        }
     }
-    ONLY.with(|o| o.set(0));
-    let after = tracealloc::stats();
-    let refused = FAILED.load(Ordering::Relaxed) - failed_before;
+}
+
+const BLOCKS: usize = 100_000;
+
+/// Allocates `BLOCKS` user blocks (into `blocks`, which has room) with
+/// every other allocation refused on this thread; returns their addresses,
+/// the traces dropped and the allocations refused meanwhile.
+fn allocate_refused(mut blocks: Vec<usize>) -> (Vec<usize>, u64, usize) {
+    let mut out = (0, 0, stats());
+    // Twice with memory, freeing, so that the stack is interned and the
+    // tables have grown (some of the blocks then fit without more memory);
+    // then with the tracer's memory refused. From one call site: the same
+    // stack each time.
+    for round in 0..3 {
+        let refused = round == 2;
+        let before = (
+            tracealloc::dropped_traces(),
+            FAILED.load(Ordering::Relaxed),
+            stats(),
+        );
+        if refused {
+            ONLY.with(|o| o.set(USER_SIZE));
+        }
+        let n = if refused { BLOCKS } else { BLOCKS / 4 };
+        for _ in 0..n {
+            blocks.push(user_block() as usize);
+        }
+        ONLY.with(|o| o.set(0));
+        out = before;
+        if !refused {
+            for b in blocks.drain(..) {
+                // SAFETY: allocated just above with this layout.
+                unsafe {
+                    GLOBAL.dealloc(b as *mut u8, Layout::from_size_align(USER_SIZE, 8).unwrap())
+                };
+            }
+        }
+    }
+    let after = stats();
     assert!(
-        blocks.iter().all(|b| !b.is_null()),
+        blocks.iter().all(|&b| b != 0),
         "every block the inner allocator gave was returned"
     );
-    assert_eq!(after.total_allocs - before.total_allocs, 100_000);
-    assert!(refused > 0, "the tracer's tables had to grow");
-    let dropped = tracealloc::dropped_traces() - dropped_before;
-    assert!(
-        dropped > 0,
-        "the blocks the tracer could not record are counted"
-    );
-    let traced = blocks
-        .iter()
-        .filter(|&&b| object_traceback(b).is_some())
-        .count();
-    assert_eq!(
-        traced as u64 + dropped,
-        100_000,
-        "each block traced or counted as dropped"
-    );
-    assert_eq!(traced_memory().0, traced * USER_SIZE);
-    // Tracing goes on once memory is there again.
-    let v = black_box(vec![1u8; 4321]);
-    assert!(object_traceback(v.as_ptr()).is_some());
-    drop(v);
-    for b in blocks {
-        // SAFETY: allocated above with this layout.
-        unsafe { GLOBAL.dealloc(b, Layout::from_size_align(USER_SIZE, 8).unwrap()) };
-    }
-    assert_eq!(traced_memory().0, 0);
-    stop();
+    assert_eq!(after.total_allocs - out.2.total_allocs, BLOCKS as u64);
+    (
+        blocks,
+        tracealloc::dropped_traces() - out.0,
+        FAILED.load(Ordering::Relaxed) - out.1,
+    )
 }
 
 fn take_snapshot_out_of_memory_panics_at_the_call() {

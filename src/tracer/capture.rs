@@ -452,6 +452,14 @@ mod cached {
         static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
     }
 
+    /// Whether the allocator gives `bytes` now (given back at once): asked
+    /// before allocations that cannot fail gracefully, so that a refusal is
+    /// met here. Under the reentrancy guard.
+    fn memory_available(bytes: usize) -> bool {
+        let mut probe: Vec<u8> = Vec::new();
+        probe.try_reserve_exact(bytes).is_ok()
+    }
+
     fn current() -> Option<&'static Tables> {
         // SAFETY: CURRENT is null or points to a `Tables` leaked by
         // `rebuild`, never freed nor changed after it was published.
@@ -478,13 +486,20 @@ mod cached {
             return None;
         }
         let changes = crate::sys::objects_changes();
-        let objects = crate::sys::loaded_objects(|start| old.is_some_and(|t| t.knows(start)));
+        // The unwinder's own structures (module lists, the rule caches)
+        // allocate without a way to fail: ask for that much first, so that
+        // a refusal ends here, without tables, rather than in an abort.
+        if !memory_available(1 << 20) {
+            return None;
+        }
+        let objects = crate::sys::loaded_objects(|start| old.is_some_and(|t| t.knows(start)))?;
         let mut unwinder = match old {
             Some(t) => t.unwinder.clone(),
             None => Unw::new(),
         };
         // Modules no longer loaded go; new ones come.
-        let mut code = Vec::with_capacity(objects.len());
+        let mut code = Vec::new();
+        code.try_reserve_exact(objects.len()).ok()?;
         for o in &objects {
             code.push((o.base + o.text_svma.start, o.base + o.text_svma.end));
         }
@@ -588,7 +603,16 @@ mod cached {
                 Err(TryLockError::WouldBlock) => continue,
             };
             let _ = HINT.try_with(|h| h.set(i));
-            let cache = guard.get_or_insert_with(|| Box::new(Cache::new_in()));
+            if guard.is_none() {
+                // `Cache::new_in` allocates without a way to fail.
+                if !memory_available(2 * std::mem::size_of::<Cache>() + (64 << 10)) {
+                    return None;
+                }
+                *guard = Some(Box::new(Cache::new_in()));
+            }
+            let Some(cache) = guard.as_mut() else {
+                return None;
+            };
             let mut read_stack = |addr: u64| -> Result<u64, ()> {
                 let a = addr as usize;
                 if !super::on_stack(a, 1, (low, high)) {
