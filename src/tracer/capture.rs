@@ -610,9 +610,7 @@ mod cached {
                 }
                 *guard = Some(Box::new(Cache::new_in()));
             }
-            let Some(cache) = guard.as_mut() else {
-                return None;
-            };
+            let cache = guard.as_mut()?;
             let mut read_stack = |addr: u64| -> Result<u64, ()> {
                 let a = addr as usize;
                 if !super::on_stack(a, 1, (low, high)) {
