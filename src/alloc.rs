@@ -184,8 +184,12 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
             let _guard = ReentrancyGuard::enter();
             tracer::finish(t);
         }
-        if tracer::active() && tracer::wants(new_size) && !untraced_now() {
-            trace_new_block(new as usize, new_size);
+        if tracer::active() {
+            if let Some(session) = tracer::wants(new_size) {
+                if !untraced_now() {
+                    trace_new_block(new as usize, new_size, session);
+                }
+            }
         }
         new
     }
@@ -199,15 +203,19 @@ fn on_new_block(ptr: *mut u8, size: usize) {
         return;
     }
     after(counters::record_alloc(size));
-    if tracer::active() && tracer::wants(size) && !untraced_now() {
-        trace_new_block(ptr as usize, size);
+    if tracer::active() {
+        if let Some(session) = tracer::wants(size) {
+            if !untraced_now() {
+                trace_new_block(ptr as usize, size, session);
+            }
+        }
     }
 }
 
 #[inline(never)]
-fn trace_new_block(addr: usize, size: usize) {
+fn trace_new_block(addr: usize, size: usize, session: tracer::Session) {
     if let Some(_guard) = ReentrancyGuard::enter() {
-        tracer::on_alloc(addr, size);
+        tracer::on_alloc(addr, size, session);
     }
 }
 

@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -252,6 +252,14 @@ fn charge(bytes: u64) -> bool {
 
 const OVER_BUDGET: &str = "it would take more memory than the limit";
 
+/// The least a heap block takes (glibc's smallest chunk).
+const HEAP_BLOCK: u64 = 32;
+
+/// What a heap block of `bytes` takes at least.
+fn block(bytes: u64) -> u64 {
+    bytes.next_multiple_of(16).max(HEAP_BLOCK)
+}
+
 /// What an element of the file costs once read, in bytes.
 trait Cost {
     fn cost(&self) -> u64;
@@ -267,7 +275,7 @@ impl Cost for Arc<str> {
     fn cost(&self) -> u64 {
         // The pointer, and the shared allocation (two counts, the bytes,
         // rounded up by malloc).
-        16 + (16 + self.len() as u64).next_multiple_of(16).max(32)
+        16 + block(16 + self.len() as u64)
     }
 }
 
@@ -302,6 +310,10 @@ impl<'de, T: Deserialize<'de> + Cost> Deserialize<'de> for Seq<T> {
                 f.write_str("an array")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Seq<T>, A::Error> {
+                // The vector's own block, however small (malloc's least).
+                if !charge(HEAP_BLOCK) {
+                    return Err(serde::de::Error::custom(OVER_BUDGET));
+                }
                 let mut v = Vec::new();
                 while let Some(x) = a.next_element::<T>()? {
                     if !charge(2 * x.cost()) {
@@ -347,14 +359,17 @@ pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
     };
     let outer = BUDGET.with(|b| b.replace(budget));
     let result = (|| {
-        let file: LoadFile = serde_json::from_reader(BufReader::with_capacity(1 << 20, f))
-            .map_err(|e| {
-                if e.to_string().starts_with(OVER_BUDGET) {
-                    over()
-                } else {
-                    err("not a valid snapshot file".into()).because(e)
-                }
-            })?;
+        // Read no further than the size checked, should the file grow.
+        let file: LoadFile =
+            serde_json::from_reader(BufReader::with_capacity(1 << 20, f.take(len))).map_err(
+                |e| {
+                    if e.to_string().starts_with(OVER_BUDGET) {
+                        over()
+                    } else {
+                        err("not a valid snapshot file".into()).because(e)
+                    }
+                },
+            )?;
         build(file, &err, &over)
     })();
     BUDGET.with(|b| b.set(outer));
@@ -376,7 +391,16 @@ fn build(
             file.version
         )));
     }
-    let strings = file.strings.0;
+    let LoadFile {
+        traceback_limit,
+        sample_bytes,
+        strings,
+        frames,
+        tracebacks,
+        traces,
+        ..
+    } = file;
+    let strings = strings.0;
     if let Some(s) = strings.iter().find(|s| s.len() > MAX_STRING) {
         return Err(err(format!(
             "a string of {} bytes is over the limit of {MAX_STRING}",
@@ -391,86 +415,78 @@ fn build(
             ))
         })
     };
-    // Built values: a frame is a pointer to a shared 56-byte record; a
-    // traceback's frames, 8 bytes each after a 16-byte header; a trace, 32
-    // bytes.
-    if !charge(file.frames.0.len() as u64 * (8 + 64)) {
+    // Built values, each vector allocated once at its length: a frame is a
+    // pointer to a shared 56-byte record; a traceback, 24 bytes and its
+    // frames' block (8 bytes a frame after a 16-byte header); a trace, 32
+    // bytes. The arrays read from the file are dropped as they are used.
+    let frames = frames.0;
+    if !charge(block(8 * frames.len() as u64) + frames.len() as u64 * block(16 + 40)) {
         return Err(over());
     }
-    let frames = file
-        .frames
-        .0
-        .iter()
-        .map(|&(file_i, line, func_i)| {
-            Ok(Frame::from_parts(
-                string(file_i, "a frame's file")?,
-                line,
-                string(func_i, "a frame's function")?,
-            ))
-        })
-        .collect::<Result<Vec<Frame>, Error>>()?;
-    let tracebacks = file
-        .tracebacks
-        .0
-        .iter()
-        .map(|(total, ids)| {
-            let ids = &ids.0;
-            if ids.len() > MAX_FRAMES {
-                return Err(err(format!(
-                    "a traceback has {} frames, over the limit of {MAX_FRAMES}",
-                    ids.len()
-                )));
-            }
-            if *total < ids.len() {
-                return Err(err(format!(
-                    "a traceback keeps {} frames but says it had {total}",
-                    ids.len()
-                )));
-            }
-            if !charge(24 + 16 + 8 * ids.len() as u64) {
-                return Err(over());
-            }
-            let fs = ids
-                .iter()
-                .map(|&i| {
-                    frames.get(i as usize).cloned().ok_or_else(|| {
-                        err(format!(
-                            "a traceback refers to frame {i}, but there are {}",
-                            frames.len()
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<Frame>, Error>>()?;
-            Ok(Traceback::from_parts(fs.into(), *total))
-        })
-        .collect::<Result<Vec<Traceback>, Error>>()?;
-    if !charge(file.traces.0.len() as u64 * 32) {
+    let mut built_frames = Vec::with_capacity(frames.len());
+    for (file_i, line, func_i) in frames {
+        built_frames.push(Frame::from_parts(
+            string(file_i, "a frame's file")?,
+            line,
+            string(func_i, "a frame's function")?,
+        ));
+    }
+    let frames = built_frames;
+    let tracebacks = tracebacks.0;
+    if !charge(block(24 * tracebacks.len() as u64)) {
         return Err(over());
     }
-    let traces = file
-        .traces
-        .0
-        .iter()
-        .map(|&(size, tb)| {
-            if size > isize::MAX as usize {
-                return Err(err(format!(
-                    "a trace of {size} bytes is larger than any block can be"
-                )));
-            }
-            let traceback = tracebacks.get(tb as usize).cloned().ok_or_else(|| {
+    let mut built_tracebacks = Vec::with_capacity(tracebacks.len());
+    for (total, ids) in tracebacks {
+        let ids = ids.0;
+        if ids.len() > MAX_FRAMES {
+            return Err(err(format!(
+                "a traceback has {} frames, over the limit of {MAX_FRAMES}",
+                ids.len()
+            )));
+        }
+        if total < ids.len() {
+            return Err(err(format!(
+                "a traceback keeps {} frames but says it had {total}",
+                ids.len()
+            )));
+        }
+        if !charge(block(16 + 8 * ids.len() as u64)) {
+            return Err(over());
+        }
+        let mut fs = Vec::with_capacity(ids.len());
+        for i in ids {
+            fs.push(frames.get(i as usize).cloned().ok_or_else(|| {
                 err(format!(
-                    "a trace refers to traceback {tb}, but there are {}",
-                    tracebacks.len()
+                    "a traceback refers to frame {i}, but there are {}",
+                    frames.len()
                 ))
-            })?;
-            Ok(Trace::new(size, traceback))
-        })
-        .collect::<Result<Vec<Trace>, Error>>()?;
-    Ok(Snapshot::from_parts(
-        traces,
-        file.traceback_limit,
-        file.sample_bytes,
-    ))
+            })?);
+        }
+        built_tracebacks.push(Traceback::from_parts(fs.into(), total));
+    }
+    let tracebacks = built_tracebacks;
+    let traces = traces.0;
+    if !charge(block(32 * traces.len() as u64)) {
+        return Err(over());
+    }
+    let mut built_traces = Vec::with_capacity(traces.len());
+    for (size, tb) in traces {
+        if size > isize::MAX as usize {
+            return Err(err(format!(
+                "a trace of {size} bytes is larger than any block can be"
+            )));
+        }
+        let traceback = tracebacks.get(tb as usize).cloned().ok_or_else(|| {
+            err(format!(
+                "a trace refers to traceback {tb}, but there are {}",
+                tracebacks.len()
+            ))
+        })?;
+        built_traces.push(Trace::new(size, traceback));
+    }
+    let traces = built_traces;
+    Ok(Snapshot::from_parts(traces, traceback_limit, sample_bytes))
 }
 
 #[cfg(test)]

@@ -793,9 +793,10 @@ impl Snapshot {
     /// A dump is untrusted input: it is read defensively, and within a
     /// memory bound. `load` uses at most **16 times the file's size plus
     /// 16 MiB** of heap at its peak (what it has read and what it builds,
-    /// counted as it goes); a file that would need more is refused. A dump
-    /// written by this crate needs up to about 8 times its size (a trace
-    /// takes 32 bytes once loaded, from about 11 in the file). Frames are
+    /// counted as it goes, each block at least malloc's smallest); a file
+    /// that would need more is refused. A dump written by this crate needs
+    /// about 4 to 6 times its size (a trace takes 32 bytes once loaded, from
+    /// about 11 in the file). Frames are
     /// shared: a traceback holds 8 bytes per frame, however often the file
     /// repeats one.
     ///

@@ -167,19 +167,17 @@ pub(crate) fn page_size() -> Option<usize> {
 /// path swapped in between is checked too).
 pub(crate) fn open_regular(path: &std::path::Path, max_len: u64) -> std::io::Result<std::fs::File> {
     use std::io::{Error, ErrorKind};
+    // Checked before opening (opening a device can do something, opening a
+    // pipe can block), and again on the open file.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-    }
-    #[cfg(not(unix))]
-    {
-        // Elsewhere, checked before opening (opening a pipe may block).
-        if !std::fs::metadata(path)?.is_file() {
-            return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
-        }
     }
     let file = options.open(path)?;
     let meta = file.metadata()?;
@@ -292,13 +290,13 @@ pub(crate) struct LoadedObject {
 
 /// The objects mapped now that have an `.eh_frame_hdr` (`PT_GNU_EH_FRAME`)
 /// with the usual pc-relative pointer to `.eh_frame`; the tables of those
-/// whose code starts at an address `known` accepts are not copied. `None`
+/// whose code range (start, end) `known` accepts are not copied. `None`
 /// if the memory for the list is refused; an object whose copies are
 /// refused is left out.
 /// `.eh_frame` has no program header of its own: it is copied up to the end
 /// of the segment that holds it.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) fn loaded_objects(known: impl Fn(u64) -> bool) -> Option<Vec<LoadedObject>> {
+pub(crate) fn loaded_objects(known: impl Fn(u64, u64) -> bool) -> Option<Vec<LoadedObject>> {
     let mut out = Vec::new();
     let mut refused = false;
     for_each_object(|base, phdrs| {
@@ -392,7 +390,7 @@ pub(crate) fn objects_changes() -> u64 {
 fn loaded_object(
     base: u64,
     phdrs: &[libc::Elf64_Phdr],
-    known: impl Fn(u64) -> bool,
+    known: impl Fn(u64, u64) -> bool,
 ) -> Option<LoadedObject> {
     let load = |p: &&libc::Elf64_Phdr| p.p_type == libc::PT_LOAD;
     let text = phdrs
@@ -420,7 +418,7 @@ fn loaded_object(
     // SAFETY: `eh_svma..eh_svma + eh_len` lies within the mapped segment
     // `seg`.
     let eh_data = unsafe { std::slice::from_raw_parts((base + eh_svma) as *const u8, eh_len) };
-    let copied = !known(base + text.p_vaddr);
+    let copied = !known(base + text.p_vaddr, base + text.p_vaddr + text.p_memsz);
     // Copies that the allocator refuses leave the object out (the unwinder
     // then does not know it, as if it were not loaded).
     let copy = |data: &[u8]| -> Option<Vec<u8>> {

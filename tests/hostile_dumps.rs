@@ -84,7 +84,8 @@ fn repeated_frames_load_within_the_bound() {
 /// the loader does with them (load or refuse), it stays within the bound.
 #[test]
 fn dense_files_of_each_element_stay_within_the_bound() {
-    let n = 400_000;
+    // (2^k + 1 items: the arrays read have just doubled.)
+    let n = (1 << 19) + 1;
     let many = |item: &str| vec![item; n].join(",");
     let cases = [
         (
@@ -109,6 +110,14 @@ fn dense_files_of_each_element_stay_within_the_bound() {
                 r#"{},"strings":[""],"frames":[[0,0,0]],"tracebacks":[{}],"traces":[]}}"#,
                 header(),
                 many("[0,[]]")
+            ),
+        ),
+        (
+            "one-frame tracebacks",
+            format!(
+                r#"{},"strings":[""],"frames":[[0,0,0]],"tracebacks":[{}],"traces":[]}}"#,
+                header(),
+                many("[1,[0]]")
             ),
         ),
         (
@@ -195,10 +204,10 @@ fn sample_snapshot() -> Snapshot {
     Snapshot::new(traces, 8)
 }
 
-/// A dump this crate writes loads in well under the bound (about 8 times
-/// its size for one of 300 000 small blocks, mostly the traces: 32 bytes
-/// each once loaded, from about 11 in the file, plus the array they are
-/// read into).
+/// A dump this crate writes loads in well under the bound (5.5 times its
+/// size for one of 300 000 small blocks, mostly the traces: 32 bytes each
+/// once loaded, from about 11 in the file, plus the array they are read
+/// into).
 #[test]
 fn a_real_dump_loads_in_a_few_times_its_size() {
     let s = sample_snapshot();
@@ -209,7 +218,7 @@ fn a_real_dump_loads_in_a_few_times_its_size() {
     assert_eq!(result.unwrap(), s);
     let ratio = peak as f64 / len as f64;
     eprintln!("a real dump: {len} bytes of file, {peak} bytes at the peak ({ratio:.1}x)");
-    assert!(ratio < 10.0, "{ratio:.1}x");
+    assert!(ratio < 7.0, "{ratio:.1}x");
 }
 
 /// xorshift64*, seeded: the mutants are the same on every run.

@@ -373,17 +373,31 @@ pub(crate) const FRAME_POINTERS_SUPPORTED: bool = cfg!(all(
     not(miri)
 ));
 
-/// Whether a stack seen for the first time can be kept as captured: false
-/// when it went through code loaded after the cached unwinder was built,
-/// which has now learned it: capture again. Under the guard.
+/// What to do with a stack seen for the first time (see [`new_stack`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NewStack {
+    /// Keep it as captured.
+    Keep,
+    /// Capture it again: the cached unwinder has just learned code it went
+    /// through.
+    Again,
+    /// Capture it again with the uncached unwinder: it went through code
+    /// loaded after the cached unwinder was built, which could not learn it.
+    Uncached,
+}
+
+/// Whether a stack seen for the first time can be kept as captured (see
+/// [`NewStack`]): it cannot when it holds addresses of code loaded after the
+/// cached unwinder was built, which unwinds such frames with a guess. Under
+/// the guard.
 #[cold]
-pub(crate) fn new_stack_ok(frames: &[usize]) -> bool {
+pub(crate) fn new_stack(frames: &[usize]) -> NewStack {
     #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
-    return cached::new_stack_ok(frames);
+    return cached::new_stack(frames);
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64", not(miri))))]
     {
         let _ = frames;
-        true
+        NewStack::Keep
     }
 }
 
@@ -482,17 +496,20 @@ mod cached {
             // Another thread rebuilt meanwhile.
             return now;
         }
-        if BUILDS.fetch_add(1, Relaxed) >= MAX_BUILDS {
+        if BUILDS.load(Relaxed) >= MAX_BUILDS {
             return None;
         }
         let changes = crate::sys::objects_changes();
-        // The unwinder's own structures (module lists, the rule caches)
-        // allocate without a way to fail: ask for that much first, so that
-        // a refusal ends here, without tables, rather than in an abort.
-        if !memory_available(1 << 20) {
+        let objects = crate::sys::loaded_objects(|start, end| {
+            old.is_some_and(|t| t.code.binary_search(&(start, end)).is_ok())
+        })?;
+        // The unwinder's own structures (its module list, each module's
+        // record, the tables' box) allocate without a way to fail: ask for
+        // that much and more first, once the copies are made, so that a
+        // refusal ends here, without new tables, rather than in an abort.
+        if !memory_available((1 << 20) + 512 * objects.len()) {
             return None;
         }
-        let objects = crate::sys::loaded_objects(|start| old.is_some_and(|t| t.knows(start)))?;
         let mut unwinder = match old {
             Some(t) => t.unwinder.clone(),
             None => Unw::new(),
@@ -530,6 +547,7 @@ mod cached {
             changes,
         }));
         CURRENT.store(tables as *const Tables as *mut Tables, Release);
+        BUILDS.fetch_add(1, Relaxed);
         Some(tables)
     }
 
@@ -564,16 +582,21 @@ mod cached {
     /// guess can skip a caller. Under the reentrancy guard.
     #[cold]
     #[inline(never)]
-    pub(super) fn new_stack_ok(frames: &[usize]) -> bool {
+    pub(super) fn new_stack(frames: &[usize]) -> super::NewStack {
         let Some(tables) = current() else {
-            return true;
+            return super::NewStack::Keep;
         };
         if frames.iter().all(|&a| tables.knows(a as u64))
             || crate::sys::objects_changes() == tables.changes
         {
-            return true;
+            return super::NewStack::Keep;
         }
-        rebuild(Some(tables)).is_none()
+        match rebuild(Some(tables)) {
+            Some(_) => super::NewStack::Again,
+            // Busy, over the limit, or refused memory: the uncached
+            // unwinder knows every object.
+            None => super::NewStack::Uncached,
+        }
     }
 
     /// Unwinds with `tables` into `buf`.

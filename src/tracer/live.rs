@@ -330,10 +330,18 @@ fn publish(shard: &Shard, map: &LiveMap) {
     }
 }
 
-/// Records a traced block, if `session` is still the current one.
-/// Must run under the reentrancy guard (the table may grow).
+/// Records a traced block, if `session` is still the current one, and then
+/// runs `done` under the same lock (what must count in the session the
+/// block went into, and not in the next). Must run under the reentrancy
+/// guard (the table may grow).
 #[inline]
-pub(crate) fn insert(addr: usize, size: usize, stack: StackId, session: Session) -> Insert {
+pub(crate) fn insert(
+    addr: usize,
+    size: usize,
+    stack: StackId,
+    session: Session,
+    done: impl FnOnce(),
+) -> Insert {
     let shard = shard_of(addr);
     let mut map = lock(&shard.map);
     if session::current() != session {
@@ -347,6 +355,7 @@ pub(crate) fn insert(addr: usize, size: usize, stack: StackId, session: Session)
         let _ =
             filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v < SATURATED).then_some(v + 1));
     }
+    done();
     Insert::Done
 }
 
@@ -358,9 +367,9 @@ pub(crate) fn maybe_traced(addr: usize) -> bool {
 }
 
 /// Takes the block at `addr` out of the table, if it is traced, with the
-/// session it belonged to.
+/// session it belonged to; `done` runs under the same lock.
 #[inline]
-pub(crate) fn remove(addr: usize) -> Option<(Block, Session)> {
+pub(crate) fn remove(addr: usize, done: impl FnOnce(&Block)) -> Option<(Block, Session)> {
     if !maybe_traced(addr) {
         return None;
     }
@@ -372,6 +381,7 @@ pub(crate) fn remove(addr: usize) -> Option<(Block, Session)> {
             (v > 0 && v < SATURATED).then(|| v - 1)
         });
     }
+    done(&block);
     drop(map);
     Some((block, session))
 }
@@ -389,23 +399,30 @@ pub(crate) fn get(addr: usize) -> Option<Block> {
 
 /// Ends the current session and begins one in `mode` (see
 /// [`super::session`]): with every shard locked, drops every entry, empties
-/// the filter and moves the state on. Allocates nothing. Must run under the
-/// reentrancy guard (the old slots are freed) and the control lock.
-pub(crate) fn transition(mode: u64) -> Session {
+/// the filter, runs `also` (what belongs to the session with the table) and
+/// moves the state on. Allocates nothing. Must run under the reentrancy
+/// guard (the old slots are freed) and the control lock.
+pub(crate) fn transition(mode: u64, also: impl FnOnce()) -> Session {
     /// Locks and empties shard `i`, then the ones after it, and at the
     /// bottom, with all of them held, the filter and the state; the locks
     /// are released on the way back.
-    fn from(i: usize, mode: u64) -> Session {
+    fn from(i: usize, mode: u64, also: &mut dyn FnMut()) -> Session {
         let Some(s) = SHARDS_.get(i) else {
             clear_filter();
+            also();
             return session::advance(&AllShardsLocked(()), mode);
         };
         let mut map = lock(&s.map);
         map.clear();
         publish(s, &map);
-        from(i + 1, mode)
+        from(i + 1, mode, also)
     }
-    from(0, mode)
+    let mut also = Some(also);
+    from(0, mode, &mut || {
+        if let Some(f) = also.take() {
+            f()
+        }
+    })
 }
 
 fn clear_filter() {

@@ -34,7 +34,8 @@ use crate::alloc::ReentrancyGuard;
 use crate::counters::{self, PeakTracker};
 pub use capture::CaptureMethod;
 use live::{Block, Insert};
-use session::{Session, ALL, OFF, SAMPLED};
+pub(crate) use session::Session;
+use session::{ALL, OFF, SAMPLED};
 use stacks::StackId;
 
 /// The highest traceback limit [`start`] accepts.
@@ -72,14 +73,17 @@ pub(crate) fn maybe_traced(addr: usize) -> bool {
     live::maybe_traced(addr)
 }
 
-/// Whether a new block of `size` bytes is to be traced (sampling decides
-/// here, without the guard or a stack capture).
+/// The session a new block of `size` bytes is to be traced in, if it is to
+/// be (sampling decides here, without the guard or a stack capture). The
+/// block goes into the table only if that session is still on when it gets
+/// there.
 #[inline(always)]
-pub(crate) fn wants(size: usize) -> bool {
-    match session::current().mode() {
-        ALL => true,
-        SAMPLED => sample::should_sample(size, RATE.load(Relaxed)),
-        _ => false,
+pub(crate) fn wants(size: usize) -> Option<Session> {
+    let session = session::current();
+    match session.mode() {
+        ALL => Some(session),
+        SAMPLED => sample::should_sample(size, RATE.load(Relaxed)).then_some(session),
+        _ => None,
     }
 }
 
@@ -87,15 +91,13 @@ fn add_traced(delta: i64) {
     let _ = TRACED_PENDING.try_with(|p| TRACED_PEAK.add(p, delta));
 }
 
-/// Traces the new block at `addr`. Under the reentrancy guard.
+/// Traces the new block at `addr` in `session` (see [`wants`]). Under the
+/// reentrancy guard.
 #[inline(never)]
-pub(crate) fn on_alloc(addr: usize, size: usize) {
+pub(crate) fn on_alloc(addr: usize, size: usize, session: Session) {
     // The table line the insert will need loads while the stack is walked.
     live::prefetch(addr);
     let nframe = NFRAME.load(Relaxed);
-    // The session the block is traced in: if it has ended by the time the
-    // block reaches the table, the block is not recorded.
-    let session = session::current();
     // Small buffers for the usual small limits: zeroing 2 KiB on every
     // allocation would cost more than walking the stack.
     if nframe + EXTRA_FRAMES <= 32 {
@@ -127,24 +129,21 @@ fn record<const N: usize>(addr: usize, size: usize, nframe: usize, session: Sess
 
 /// Interns a stack seen for the first time: captured again first if it went
 /// through code loaded since the unwinder was built (see
-/// [`capture::new_stack_ok`]).
+/// [`capture::new_stack`]).
 #[cold]
 #[inline(never)]
 fn new_stack(buf: &mut [usize], n: usize) -> Option<StackId> {
-    let n = if capture::new_stack_ok(&buf[..n]) {
-        n
-    } else {
-        capture::capture(buf)
+    let n = match capture::new_stack(&buf[..n]) {
+        capture::NewStack::Keep => n,
+        capture::NewStack::Again => capture::capture(buf),
+        capture::NewStack::Uncached => capture::unwind_uncached(buf),
     };
     stacks::intern(&buf[..n])
 }
 
 fn insert(addr: usize, size: usize, id: StackId, session: Session) {
-    match live::insert(addr, size, id, session) {
-        Insert::Done => {
-            stacks::on_alloc(id, size, session);
-            add_traced(size as i64);
-        }
+    match live::insert(addr, size, id, session, || add_traced(size as i64)) {
+        Insert::Done => stacks::on_alloc(id, size, session),
         Insert::Stale => {}
         Insert::NoMemory => dropped(),
     }
@@ -158,8 +157,8 @@ fn dropped() {
 /// Forgets the block at `addr`, which is being freed. Under the guard.
 #[inline(never)]
 pub(crate) fn on_free(addr: usize) {
-    if let Some((b, session)) = live::remove(addr) {
-        finish_take(b, session);
+    if let Some((b, session)) = live::remove(addr, |b| add_traced(-(b.size as i64))) {
+        stacks::on_free(b.stack, b.size, session);
     }
 }
 
@@ -174,18 +173,25 @@ pub(crate) struct Taken {
 /// [`put_back`] and [`finish_take`]. Under the guard.
 #[inline(never)]
 pub(crate) fn take(addr: usize) -> Option<Taken> {
-    live::remove(addr).map(|(block, session)| Taken { block, session })
+    live::remove(addr, |b| add_traced(-(b.size as i64)))
+        .map(|(block, session)| Taken { block, session })
 }
 
 /// The `realloc` failed: the block is still there, as it was (unless the
 /// session ended meanwhile). Under the guard.
 pub(crate) fn put_back(addr: usize, t: Taken) {
-    match live::insert(addr, t.block.size, t.block.stack, t.session) {
-        Insert::Done | Insert::Stale => {}
+    let size = t.block.size;
+    match live::insert(addr, size, t.block.stack, t.session, || {
+        add_traced(size as i64)
+    }) {
+        // Back in the table: as if never taken (its stack's totals were not
+        // touched).
+        Insert::Done => {}
+        // Out of the table for good: its stack's totals as if freed.
+        Insert::Stale => finish(t),
         Insert::NoMemory => {
-            // Out of the table for good: its totals as if freed.
             dropped();
-            finish_take(t.block, t.session);
+            finish(t);
         }
     }
 }
@@ -193,12 +199,7 @@ pub(crate) fn put_back(addr: usize, t: Taken) {
 /// The block taken out is gone for good (the `realloc` succeeded). Under the
 /// guard.
 pub(crate) fn finish(t: Taken) {
-    finish_take(t.block, t.session);
-}
-
-fn finish_take(b: Block, session: Session) {
-    stacks::on_free(b.stack, b.size, session);
-    add_traced(-(b.size as i64));
+    stacks::on_free(t.block.stack, t.block.size, t.session);
 }
 
 /// The calling thread is exiting: push its running traced total.
@@ -387,12 +388,12 @@ impl Config {
         NFRAME.store(self.frames, Relaxed);
         RATE.store(self.sample_bytes.unwrap_or(0), Relaxed);
         stacks::reset_totals();
-        TRACED_PEAK.clear();
-        live::transition(if self.sample_bytes.is_some() {
+        let mode = if self.sample_bytes.is_some() {
             SAMPLED
         } else {
             ALL
-        });
+        };
+        live::transition(mode, || TRACED_PEAK.clear());
     }
 }
 
@@ -419,9 +420,8 @@ pub fn stop() {
     if !active() {
         return;
     }
-    live::transition(OFF);
+    live::transition(OFF, || TRACED_PEAK.clear());
     stacks::reset_totals();
-    TRACED_PEAK.clear();
 }
 
 /// Whether tracing is on.
@@ -473,9 +473,8 @@ pub fn clear_traces() {
     if mode == OFF {
         return;
     }
-    live::transition(mode);
+    live::transition(mode, || TRACED_PEAK.clear());
     stacks::reset_totals();
-    TRACED_PEAK.clear();
 }
 
 /// `(current, peak)` bytes of the traced blocks; `(0, 0)` when not tracing.
