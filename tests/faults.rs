@@ -78,6 +78,10 @@ unsafe impl GlobalAlloc for Faulty {
 static GLOBAL: TraceAlloc<Faulty> = TraceAlloc::new(Faulty);
 
 fn main() -> std::process::ExitCode {
+    if std::env::var_os(CHILD).is_some() {
+        under_an_address_space_limit();
+        return std::process::ExitCode::SUCCESS;
+    }
     solo::run(&[
         (
             "sampled_clear_traces_leaves_no_trace_of_freed_blocks",
@@ -94,6 +98,10 @@ fn main() -> std::process::ExitCode {
         (
             "take_snapshot_out_of_memory_panics_at_the_call",
             take_snapshot_out_of_memory_panics_at_the_call,
+        ),
+        (
+            "an_address_space_limit_gives_nulls_not_an_abort",
+            an_address_space_limit_gives_nulls_not_an_abort,
         ),
     ])
 }
@@ -335,4 +343,73 @@ fn take_snapshot_out_of_memory_panics_at_the_call() {
     // And it works again once memory is there.
     assert!(take_snapshot().traces().len() >= blocks.len());
     stop();
+}
+
+/// Set in the environment of the child process that runs
+/// [`under_an_address_space_limit`].
+const CHILD: &str = "TRACEALLOC_FAULTS_CHILD";
+
+/// This binary again, under an address-space limit with tracing on: it
+/// allocates until the allocator returns null, then frees everything. The
+/// process must get its nulls and exit normally (the tracer's own growth
+/// fails on the way, and must not abort it).
+fn an_address_space_limit_gives_nulls_not_an_abort() {
+    // Several limits: which allocation meets the limit first (the user's or
+    // the tracer's) depends on where it falls.
+    for mib in [160, 192, 224, 256, 288] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(CHILD, mib.to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("child, {mib} MiB over: {}", stdout.trim());
+        assert!(
+            out.status.success() && stdout.contains("null after"),
+            "the child failed ({}): {stdout}{stderr}",
+            out.status
+        );
+    }
+}
+
+fn under_an_address_space_limit() {
+    // Small blocks: the tracer's table (16 bytes a block, doubled when it
+    // grows) weighs as much as they do, so its growth meets the limit.
+    const BLOCK: usize = 16;
+    const MAX: usize = 16 << 20;
+    // Everything the loop keeps is allocated before the limit.
+    let mut blocks: Vec<usize> = Vec::with_capacity(MAX);
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().next().unwrap().parse().unwrap();
+    let mib: u64 = std::env::var(CHILD).unwrap().parse().unwrap();
+    let limit = pages * 4096 + (mib << 20);
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: `setrlimit` reads the struct given.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+    start(4);
+    let layout = Layout::from_size_align(BLOCK, 8).unwrap();
+    let mut nulls = 0;
+    while blocks.len() < MAX {
+        // SAFETY: a non-zero size.
+        let p = unsafe { GLOBAL.alloc(layout) };
+        if p.is_null() {
+            nulls += 1;
+            if nulls == 3 {
+                break;
+            }
+        } else {
+            blocks.push(p as usize);
+        }
+    }
+    let n = blocks.len();
+    for b in blocks.drain(..) {
+        // SAFETY: allocated above with `layout`.
+        unsafe { GLOBAL.dealloc(b as *mut u8, layout) };
+    }
+    let dropped = tracealloc::dropped_traces();
+    stop();
+    println!("null after {n} blocks of {BLOCK} bytes; {dropped} traces dropped");
 }
