@@ -186,7 +186,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
         }
         if tracer::active() {
             if let Some(session) = tracer::wants(new_size) {
-                if !untraced_now() {
+                if !crate::scope::untraced_now() {
                     trace_new_block(new as usize, new_size, session);
                 }
             }
@@ -205,7 +205,7 @@ fn on_new_block(ptr: *mut u8, size: usize) {
     after(counters::record_alloc(size));
     if tracer::active() {
         if let Some(session) = tracer::wants(size) {
-            if !untraced_now() {
+            if !crate::scope::untraced_now() {
                 trace_new_block(ptr as usize, size, session);
             }
         }
@@ -302,34 +302,6 @@ impl Drop for ReentrancyGuard {
     fn drop(&mut self) {
         let _ = IN_TRACER.try_with(|g| g.set(false));
     }
-}
-
-thread_local! {
-    /// Set while this thread runs one of the crate's public functions that
-    /// build results for the caller (see [`untraced`]).
-    static UNTRACED: Cell<bool> = const { Cell::new(false) };
-}
-
-#[inline(always)]
-fn untraced_now() -> bool {
-    UNTRACED.try_with(Cell::get).unwrap_or(false)
-}
-
-/// Runs `f` with this thread's new blocks counted but not traced: for the
-/// crate's public functions that build results for the caller (snapshots,
-/// statistics, reports). Those blocks are the caller's heap, so `stats()`
-/// and `measure` count them, but they are not the caller's allocations to
-/// trace: a snapshot must not show up in the next one at the line that took
-/// it. Nests; restored on unwinding.
-pub(crate) fn untraced<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = UNTRACED.try_with(|u| u.set(self.0));
-        }
-    }
-    let _restore = Restore(UNTRACED.try_with(|u| u.replace(true)).unwrap_or(false));
-    f()
 }
 
 /// A value allocated under the [`ReentrancyGuard`] (tracer memory) that is

@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::{Frame, Snapshot, Trace, Traceback};
+use crate::frame::{Frame, Traceback};
+use crate::snapshot::{Snapshot, Trace};
 
 const FORMAT: &str = "tracealloc-snapshot";
 const VERSION: u32 = 1;

@@ -105,10 +105,16 @@
 mod alloc;
 mod counters;
 mod dump;
+mod frame;
+mod glob;
 mod registry;
 mod report;
 mod rss;
+mod sampling;
+mod scope;
+mod session;
 mod snapshot;
+mod source;
 mod symbols;
 mod sys;
 mod tracer;
@@ -118,13 +124,13 @@ pub use crate::alloc::TraceAlloc;
 pub use crate::counters::{__check_allocs, __measure_for_assert};
 pub use crate::counters::{is_installed, measure, stats, Delta, Stats};
 pub use crate::dump::Error;
+pub use crate::frame::{Frame, Traceback};
 pub use crate::registry::Registry;
-pub use crate::report::{Top, TopDiff};
+pub use crate::report::{DuplicateSite, Duplicates, Top, TopDiff};
 pub use crate::rss::rss;
-pub use crate::snapshot::{
-    object_traceback, set_source_lines, take_snapshot, DuplicateSite, Duplicates, Filter, Frame,
-    KeyType, Snapshot, Statistic, StatisticDiff, Trace, Traceback, MAX_SOURCE_BYTES,
-};
+pub use crate::session::{object_traceback, take_snapshot};
+pub use crate::snapshot::{Filter, KeyType, Snapshot, Statistic, StatisticDiff, Trace};
+pub use crate::source::{set_source_lines, MAX_SOURCE_BYTES};
 pub use crate::tracer::{
     capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, reset_peak, start,
     stop, traceback_limit, traced_memory, tracer_memory, CaptureMethod, Config, MAX_NFRAME,

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use crate::snapshot::{
-    source_line, sum_diffs, sum_sizes, KeyLabel, KeyType, Statistic, StatisticDiff, Traceback,
-};
+use crate::frame::Traceback;
+use crate::snapshot::{sum_diffs, sum_sizes, KeyLabel, KeyType, Statistic, StatisticDiff};
+use crate::source::source_line;
 
 /// A size in bytes as `tracemalloc._format_size` writes it: B, KiB, MiB, GiB,
 /// TiB (dividing by 1024); in a unit above B, one decimal below 100; no
@@ -194,6 +194,102 @@ impl fmt::Display for TopDiff {
             "Total allocated size: {} ({:+.1} KiB)",
             kib(size as f64),
             diff as f64 / 1024.0
+        )
+    }
+}
+
+/// One call site holding several live blocks of one size; see
+/// [`Snapshot::duplicates`](crate::Snapshot::duplicates).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateSite {
+    pub(crate) traceback: Traceback,
+    pub(crate) block_size: usize,
+    pub(crate) count: usize,
+}
+
+impl DuplicateSite {
+    /// The allocating line.
+    pub fn traceback(&self) -> &Traceback {
+        &self.traceback
+    }
+
+    /// The size of each block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// How many live blocks of that size the site holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The bytes held: `count × block_size`.
+    pub fn total_bytes(&self) -> usize {
+        self.count.saturating_mul(self.block_size)
+    }
+
+    /// What one shared instance would save: all but one block.
+    pub fn saved_bytes(&self) -> usize {
+        (self.count - 1).saturating_mul(self.block_size)
+    }
+}
+
+/// Suspected duplicates, from [`Snapshot::duplicates`](crate::Snapshot::duplicates), biggest saving first;
+/// `Display` is a short report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicates {
+    pub(crate) sites: Vec<DuplicateSite>,
+    pub(crate) min_size: usize,
+}
+
+impl Duplicates {
+    /// The sites, biggest saving first.
+    pub fn sites(&self) -> &[DuplicateSite] {
+        &self.sites
+    }
+
+    /// The bytes sharing would save over all sites.
+    pub fn saved_bytes(&self) -> usize {
+        sum_sizes(self.sites.iter().map(DuplicateSite::saved_bytes))
+    }
+}
+
+impl fmt::Display for Duplicates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let min = format_size(self.min_size as f64, false);
+        if self.sites.is_empty() {
+            return writeln!(
+                f,
+                "No suspected duplicates: no call site holds 2+ live blocks of one size >= {min}"
+            );
+        }
+        writeln!(
+            f,
+            "Suspected duplicates: call sites holding 2+ live blocks of one size >= {min}"
+        )?;
+        for s in &self.sites {
+            writeln!(
+                f,
+                "  {}: {} blocks of {} = {}; one shared instance would save {}",
+                s.traceback,
+                s.count,
+                format_size(s.block_size as f64, false),
+                format_size(s.total_bytes() as f64, false),
+                format_size(s.saved_bytes() as f64, false)
+            )?;
+            if let Some(src) = s
+                .traceback
+                .frames
+                .first()
+                .and_then(|fr| source_line(&fr.0.filename, fr.0.lineno))
+            {
+                writeln!(f, "      {src}")?;
+            }
+        }
+        writeln!(
+            f,
+            "Sharing would save {} in all",
+            format_size(self.saved_bytes() as f64, false)
         )
     }
 }

@@ -1,301 +1,20 @@
 //! Snapshots of the traced blocks and their statistics: plain data, grouped
 //! and sorted as `tracemalloc` does.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
-
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::dump::Error;
-
-use crate::alloc::{untraced, Internal};
-use crate::report::{format_size, Top, TopDiff};
-use crate::tracer::{self, sample};
-
-/// One frame of a traceback: where code was when it called further down.
-///
-/// # Examples
-///
-/// ```
-/// let f = tracealloc::Frame::new("src/model.rs", 42, "model::Model::load");
-/// assert_eq!((f.filename(), f.lineno(), f.function()), ("src/model.rs", 42, "model::Model::load"));
-/// assert_eq!(f.to_string(), "src/model.rs:42");
-/// ```
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Frame(Arc<FrameData>);
-
-/// A frame's contents, shared: a traceback holds one pointer per frame, so
-/// tracebacks that repeat a frame (recursion, or a loaded dump that says so)
-/// cost 8 bytes a repetition.
-#[derive(PartialEq, Eq, Hash, Serialize, Deserialize)]
-struct FrameData {
-    filename: Arc<str>,
-    lineno: u32,
-    function: Arc<str>,
-}
-
-impl Frame {
-    /// A frame at `filename:lineno` in `function`.
-    pub fn new(filename: &str, lineno: u32, function: &str) -> Frame {
-        Frame::from_parts(filename.into(), lineno, function.into())
-    }
-
-    pub(crate) fn from_parts(filename: Arc<str>, lineno: u32, function: Arc<str>) -> Frame {
-        Frame(Arc::new(FrameData {
-            filename,
-            lineno,
-            function,
-        }))
-    }
-
-    /// The source file, relative to the working directory when it lies
-    /// under it; `<unknown>` when the debug information does not say.
-    pub fn filename(&self) -> &str {
-        &self.0.filename
-    }
-
-    /// The line number; 0 when unknown (and in [`KeyType::Filename`] and
-    /// [`KeyType::Function`] statistics).
-    pub fn lineno(&self) -> u32 {
-        self.0.lineno
-    }
-
-    /// The function, demangled without its hash; `<unknown>` when the symbol
-    /// is not known.
-    pub fn function(&self) -> &str {
-        &self.0.function
-    }
-}
-
-impl fmt::Debug for Frame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Frame")
-            .field("filename", &self.0.filename)
-            .field("lineno", &self.0.lineno)
-            .field("function", &self.0.function)
-            .finish()
-    }
-}
-
-impl fmt::Display for Frame {
-    /// `filename:lineno`, as tracemalloc writes a frame.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.0.filename, self.0.lineno)
-    }
-}
-
-impl PartialOrd for Frame {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Frame {
-    /// By (filename, lineno), as tracemalloc orders frames; then function.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (&*self.0.filename, self.0.lineno, &*self.0.function).cmp(&(
-            &*other.0.filename,
-            other.0.lineno,
-            &*other.0.function,
-        ))
-    }
-}
-
-/// Where a block was allocated: frames, **index 0 the allocating call site**
-/// (most recent first), at most the session's traceback limit of them.
-///
-/// # Examples
-///
-/// ```
-/// use tracealloc::{Frame, Traceback};
-///
-/// let t = Traceback::new(vec![Frame::new("src/a.rs", 3, "a::f"), Frame::new("src/main.rs", 9, "main")]);
-/// assert_eq!(t.frames()[0].lineno(), 3);
-/// assert_eq!(t.total_nframe(), 2);
-/// assert_eq!(t.to_string(), "src/a.rs:3");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Traceback {
-    frames: Arc<[Frame]>,
-    total_nframe: usize,
-}
-
-impl Traceback {
-    /// A traceback of `frames`, most recent first, none cut off.
-    pub fn new(frames: Vec<Frame>) -> Traceback {
-        let total = frames.len();
-        Traceback::from_parts(frames.into(), total)
-    }
-
-    /// The same frames, from a stack that had `total_nframe` frames before
-    /// the traceback limit cut it (at least the number of frames kept).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tracealloc::{Frame, Traceback};
-    ///
-    /// let t = Traceback::new(vec![Frame::new("src/a.rs", 3, "a::f")]).with_total_nframe(12);
-    /// assert_eq!((t.frames().len(), t.total_nframe()), (1, 12));
-    /// ```
-    pub fn with_total_nframe(self, total_nframe: usize) -> Traceback {
-        let total_nframe = total_nframe.max(self.frames.len());
-        Traceback {
-            total_nframe,
-            ..self
-        }
-    }
-
-    pub(crate) fn from_parts(frames: Arc<[Frame]>, total_nframe: usize) -> Traceback {
-        Traceback {
-            frames,
-            total_nframe,
-        }
-    }
-
-    /// The frames, most recent (the allocating call site) first.
-    pub fn frames(&self) -> &[Frame] {
-        &self.frames
-    }
-
-    /// How many frames the stack had (after trimming the allocator's and the
-    /// standard library's), before the traceback limit cut it.
-    pub fn total_nframe(&self) -> usize {
-        self.total_nframe
-    }
-
-    /// The traceback as tracemalloc's `Traceback.format` writes it: for each
-    /// frame `  File "src/model.rs", line 42`, then the source line (stripped,
-    /// indented by four) when the file can be read. Oldest frame first unless
-    /// `most_recent_first`; `limit` keeps only the most recent `limit` frames.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tracealloc::{Frame, Traceback};
-    ///
-    /// let t = Traceback::new(vec![Frame::new("no/such/a.rs", 3, "a::f"), Frame::new("no/such/main.rs", 9, "main")]);
-    /// assert_eq!(t.format(None, false), ["  File \"no/such/main.rs\", line 9", "  File \"no/such/a.rs\", line 3"]);
-    /// assert_eq!(t.format(Some(1), true), ["  File \"no/such/a.rs\", line 3"]);
-    /// ```
-    pub fn format(&self, limit: Option<usize>, most_recent_first: bool) -> Vec<String> {
-        untraced(|| {
-            let keep = limit.map_or(self.frames.len(), |l| l.min(self.frames.len()));
-            let recent = &self.frames[..keep];
-            let ordered: Vec<&Frame> = if most_recent_first {
-                recent.iter().collect()
-            } else {
-                recent.iter().rev().collect()
-            };
-            let mut lines = Vec::new();
-            for f in ordered {
-                lines.push(format!("  File \"{}\", line {}", f.0.filename, f.0.lineno));
-                if let Some(src) = source_line(&f.0.filename, f.0.lineno) {
-                    lines.push(format!("    {src}"));
-                }
-            }
-            lines
-        })
-    }
-}
-
-impl fmt::Display for Traceback {
-    /// The allocating call site, `filename:lineno` (`<unknown>:0` if empty).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.frames.first() {
-            Some(frame) => fmt::Display::fmt(frame, f),
-            None => f.write_str("<unknown>:0"),
-        }
-    }
-}
-
-impl PartialOrd for Traceback {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Traceback {
-    /// As tracemalloc compares tracebacks: frame by frame from the oldest.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.frames.iter().rev().cmp(other.frames.iter().rev())
-    }
-}
-
-/// Whether reports read source lines (see [`set_source_lines`]).
-static SOURCE_LINES: AtomicBool = AtomicBool::new(true);
-
-/// Source files larger than this are not read for a line.
-pub const MAX_SOURCE_BYTES: u64 = 4 << 20;
-
-/// File extensions of the source files reports read lines from.
-const SOURCE_EXTENSIONS: &[&str] = &[
-    "rs", "c", "h", "cc", "cpp", "cxx", "hh", "hpp", "hxx", "inc", "s", "S", "zig", "go", "py",
-];
-
-/// Whether the reports ([`Snapshot::top`], [`Snapshot::top_diff`],
-/// [`Snapshot::duplicates`]' `Display`, [`Traceback::format`]) print the
-/// source line under each frame; on by default. Process-wide.
-///
-/// A snapshot's file names come from wherever it came from: a loaded dump
-/// can name any path. Reports read a line only from a regular file
-/// (never a FIFO, a device or a directory; opened without blocking) whose
-/// name ends in a source extension (`.rs`, `.c`, `.h`, `.cc`, `.cpp`, ...)
-/// and that is at most [`MAX_SOURCE_BYTES`] long. Turn source lines off
-/// when showing other people's dumps, or for output that must not depend
-/// on the files at hand.
-///
-/// # Examples
-///
-/// ```
-/// use tracealloc::{Frame, Traceback};
-///
-/// let here = Traceback::new(vec![Frame::new(file!(), line!(), "main")]);
-/// tracealloc::set_source_lines(false);
-/// assert_eq!(here.format(None, false).len(), 1, "the frame only");
-/// tracealloc::set_source_lines(true);
-/// ```
-pub fn set_source_lines(on: bool) {
-    SOURCE_LINES.store(on, Relaxed);
-}
-
-/// Line `lineno` of `filename`, stripped as Python's `str.strip()` strips
-/// (Unicode white space and the ASCII separators U+001C to U+001F), after a
-/// UTF-8 byte-order mark at the start of the file is dropped (as
-/// `linecache` reads it); `None` if unreadable or empty, if source lines
-/// are off, or if the file is not one reports read (see
-/// [`set_source_lines`]).
-pub(crate) fn source_line(filename: &str, lineno: u32) -> Option<String> {
-    if lineno == 0 || !SOURCE_LINES.load(Relaxed) {
-        return None;
-    }
-    let path = Path::new(filename);
-    let extension = path.extension()?.to_str()?;
-    if !SOURCE_EXTENSIONS.contains(&extension) {
-        return None;
-    }
-    let file = crate::sys::open_regular(path, MAX_SOURCE_BYTES).ok()?;
-    let mut text = String::new();
-    // Bounded again while reading: the file may have grown since.
-    file.take(MAX_SOURCE_BYTES).read_to_string(&mut text).ok()?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let line = text
-        .lines()
-        .nth(lineno as usize - 1)?
-        .trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
-    (!line.is_empty()).then(|| line.to_string())
-}
+use crate::frame::{Frame, Traceback};
+use crate::glob::fnmatch;
+use crate::report::{format_size, DuplicateSite, Duplicates, Top, TopDiff};
+use crate::sampling;
+use crate::scope::untraced;
 
 /// One live traced block.
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Trace {
     /// The block's size in bytes.
     pub size: usize,
@@ -311,7 +30,7 @@ impl Trace {
 }
 
 /// How [`Snapshot::statistics`] groups traces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyType {
     /// By the allocating frame's file (line shown as 0).
     Filename,
@@ -340,7 +59,7 @@ pub enum KeyType {
 /// for [`KeyType::Traceback`], the allocating frame, where tracemalloc
 /// writes the oldest).
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Statistic {
     /// The key: a traceback of one frame, or the whole traceback.
     pub traceback: Traceback,
@@ -400,7 +119,7 @@ impl fmt::Display for KeyLabel<'_> {
 /// `Display` is tracemalloc's: `src/model.rs:42: size=1024 B (+512 B),
 /// count=3 (+1), average=341 B`.
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StatisticDiff {
     /// The key.
     pub traceback: Traceback,
@@ -459,7 +178,7 @@ impl fmt::Display for StatisticDiff {
 /// # let _ = (mine, not_this_line, no_std);
 /// ```
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Filter {
     /// Keep matching traces (`true`) or drop them (`false`).
     pub inclusive: bool,
@@ -523,194 +242,7 @@ impl Filter {
     }
 }
 
-/// Python's `fnmatch.fnmatchcase`: `*` any run (slashes included), `?` one
-/// character, `[seq]` / `[!seq]` a set with ranges; a `[` without its `]` is
-/// literal.
-pub(crate) fn fnmatch(pattern: &str, name: &str) -> bool {
-    if pattern.is_ascii() && name.is_ascii() {
-        // The usual case, without collecting characters.
-        fnmatch_units(pattern.as_bytes(), name.as_bytes())
-    } else {
-        let p: Vec<char> = pattern.chars().collect();
-        let n: Vec<char> = name.chars().collect();
-        fnmatch_units(&p, &n)
-    }
-}
-
-/// A pattern or name unit: an ASCII byte or a `char`.
-trait Unit: Copy + PartialOrd {
-    fn is(self, c: char) -> bool;
-}
-
-impl Unit for u8 {
-    fn is(self, c: char) -> bool {
-        self as char == c
-    }
-}
-
-impl Unit for char {
-    fn is(self, c: char) -> bool {
-        self == c
-    }
-}
-
-fn fnmatch_units<U: Unit>(p: &[U], n: &[U]) -> bool {
-    // Iterative matching with one backtrack point for the last `*`.
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        let step = match p.get(pi) {
-            Some(c) if c.is('*') => {
-                star = Some((pi, ni));
-                pi += 1;
-                continue;
-            }
-            Some(c) if c.is('?') => Some(pi + 1),
-            Some(c) if c.is('[') => match class(p, pi, n[ni]) {
-                Some((true, end)) => Some(end),
-                Some((false, _)) => None,
-                None => n[ni].is('[').then_some(pi + 1),
-            },
-            Some(&c) => (c == n[ni]).then_some(pi + 1),
-            None => None,
-        };
-        match step {
-            Some(next) => {
-                pi = next;
-                ni += 1;
-            }
-            None => match star {
-                Some((sp, sn)) => {
-                    pi = sp + 1;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|c| c.is('*'))
-}
-
-/// Matches `c` against the set starting at `p[start] == '['`: `Some((matched,
-/// index after the closing bracket))`, or `None` if the set is not closed.
-fn class<U: Unit>(p: &[U], start: usize, c: U) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = p.get(i).is_some_and(|u| u.is('!'));
-    if negate {
-        i += 1;
-    }
-    let first = i;
-    let mut matched = false;
-    while i < p.len() && (!p[i].is(']') || i == first) {
-        if i + 2 < p.len() && p[i + 1].is('-') && !p[i + 2].is(']') {
-            matched |= p[i] <= c && c <= p[i + 2];
-            i += 3;
-        } else {
-            matched |= p[i] == c;
-            i += 1;
-        }
-    }
-    (i < p.len()).then_some((matched != negate, i + 1))
-}
-
-/// One call site holding several live blocks of one size; see
-/// [`Snapshot::duplicates`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DuplicateSite {
-    traceback: Traceback,
-    block_size: usize,
-    count: usize,
-}
-
-impl DuplicateSite {
-    /// The allocating line.
-    pub fn traceback(&self) -> &Traceback {
-        &self.traceback
-    }
-
-    /// The size of each block.
-    pub fn block_size(&self) -> usize {
-        self.block_size
-    }
-
-    /// How many live blocks of that size the site holds.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// The bytes held: `count × block_size`.
-    pub fn total_bytes(&self) -> usize {
-        self.count.saturating_mul(self.block_size)
-    }
-
-    /// What one shared instance would save: all but one block.
-    pub fn saved_bytes(&self) -> usize {
-        (self.count - 1).saturating_mul(self.block_size)
-    }
-}
-
-/// Suspected duplicates, from [`Snapshot::duplicates`], biggest saving first;
-/// `Display` is a short report.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Duplicates {
-    sites: Vec<DuplicateSite>,
-    min_size: usize,
-}
-
-impl Duplicates {
-    /// The sites, biggest saving first.
-    pub fn sites(&self) -> &[DuplicateSite] {
-        &self.sites
-    }
-
-    /// The bytes sharing would save over all sites.
-    pub fn saved_bytes(&self) -> usize {
-        sum_sizes(self.sites.iter().map(DuplicateSite::saved_bytes))
-    }
-}
-
-impl fmt::Display for Duplicates {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let min = format_size(self.min_size as f64, false);
-        if self.sites.is_empty() {
-            return writeln!(
-                f,
-                "No suspected duplicates: no call site holds 2+ live blocks of one size >= {min}"
-            );
-        }
-        writeln!(
-            f,
-            "Suspected duplicates: call sites holding 2+ live blocks of one size >= {min}"
-        )?;
-        for s in &self.sites {
-            writeln!(
-                f,
-                "  {}: {} blocks of {} = {}; one shared instance would save {}",
-                s.traceback,
-                s.count,
-                format_size(s.block_size as f64, false),
-                format_size(s.total_bytes() as f64, false),
-                format_size(s.saved_bytes() as f64, false)
-            )?;
-            if let Some(src) = s
-                .traceback
-                .frames
-                .first()
-                .and_then(|fr| source_line(&fr.0.filename, fr.0.lineno))
-            {
-                writeln!(f, "      {src}")?;
-            }
-        }
-        writeln!(
-            f,
-            "Sharing would save {} in all",
-            format_size(self.saved_bytes() as f64, false)
-        )
-    }
-}
-
-/// The live traced blocks at one moment, as [`take_snapshot`] returns them.
+/// The live traced blocks at one moment, as [`take_snapshot`](crate::take_snapshot) returns them.
 ///
 /// # Examples
 ///
@@ -729,7 +261,7 @@ impl fmt::Display for Duplicates {
 ///     drop(v);
 /// }
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     traces: Vec<Trace>,
     traceback_limit: usize,
@@ -869,7 +401,7 @@ impl Snapshot {
     /// How many blocks a traced block of `size` bytes stands for.
     fn weight(&self, size: usize) -> f64 {
         match self.sample_bytes {
-            Some(rate) => 1.0 / sample::probability(size, rate).max(f64::MIN_POSITIVE),
+            Some(rate) => 1.0 / sampling::probability(size, rate).max(f64::MIN_POSITIVE),
             None => 1.0,
         }
     }
@@ -1113,122 +645,6 @@ fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
             frame.0.function.clone(),
         )),
     }
-}
-
-/// The live traced blocks now, symbolized.
-///
-/// Holds the tracer's locks only to copy the raw records (one shard at a
-/// time); symbols are resolved after, once per stack, and cached.
-///
-/// The snapshot's own memory counts in [`stats`](crate::stats) and
-/// [`measure`](crate::measure) (it is heap the caller holds) but is not
-/// traced: it never shows up in a later snapshot. The same holds for what
-/// the other functions of this crate return (statistics, diffs, reports,
-/// loaded snapshots).
-///
-/// # Panics
-///
-/// When not tracing (tracemalloc raises `RuntimeError`), when no
-/// [`TraceAlloc`](crate::TraceAlloc) is the global allocator, or when the
-/// memory for the copy of the traced blocks (about 16 bytes a block) or for
-/// the snapshot's list of traces (32 bytes a block) is refused: the message
-/// starts `tracealloc: take_snapshot: out of memory`. Smaller allocations
-/// made while symbolizing fail as any Rust allocation does (the allocation
-/// error handler, which aborts by default).
-///
-/// # Examples
-///
-/// ```
-/// #[global_allocator]
-/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
-///
-/// fn main() {
-///     tracealloc::start(1);
-///     let v = std::hint::black_box(vec![0u8; 123_456]);
-///     let s = tracealloc::take_snapshot();
-///     assert!(s.traces().iter().any(|t| t.size == 123_456));
-///     tracealloc::stop();
-///     drop(v);
-/// }
-/// ```
-#[track_caller]
-pub fn take_snapshot() -> Snapshot {
-    crate::counters::require_installed("take_snapshot");
-    let raw = Internal::make(tracer::raw_traces);
-    let raw_ref = match raw.as_ref() {
-        Ok(Some(raw)) => raw,
-        Ok(None) => {
-            drop(raw);
-            panic!("tracealloc: take_snapshot() needs tracing on: call tracealloc::start() first");
-        }
-        Err(n) => {
-            let n = *n;
-            drop(raw);
-            out_of_memory(n);
-        }
-    };
-    let (nframe, sample_bytes) = (raw_ref.nframe, raw_ref.sample_bytes);
-    // Resolve each distinct stack once, under the guard (into the cache).
-    let tracebacks = Internal::make(|| {
-        let mut by_stack = HashMap::new();
-        for &(_, stack) in &raw_ref.blocks {
-            by_stack
-                .entry(stack)
-                .or_insert_with(|| crate::symbols::traceback(stack, nframe));
-        }
-        by_stack
-    });
-    // The snapshot itself is the caller's memory: counted, not traced.
-    let traces: Option<Vec<Trace>> = untraced(|| {
-        let mut traces = Vec::new();
-        traces.try_reserve_exact(raw_ref.blocks.len()).ok()?;
-        traces.extend(raw_ref.blocks.iter().map(|(size, stack)| Trace {
-            size: *size,
-            traceback: tracebacks[stack].clone(),
-        }));
-        Some(traces)
-    });
-    let Some(traces) = traces else {
-        let n = raw_ref.blocks.len();
-        drop((tracebacks, raw));
-        out_of_memory(n);
-    };
-    Snapshot {
-        traces,
-        traceback_limit: nframe,
-        sample_bytes,
-    }
-}
-
-#[cold]
-#[track_caller]
-fn out_of_memory(blocks: usize) -> ! {
-    panic!("tracealloc: take_snapshot: out of memory for the copy of {blocks} traced blocks")
-}
-
-/// Where the live traced block at `ptr` was allocated; `None` if it is not
-/// traced (allocated before tracing started, not sampled, or freed).
-///
-/// # Examples
-///
-/// ```
-/// #[global_allocator]
-/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
-///
-/// fn main() {
-///     tracealloc::start(1);
-///     let b = std::hint::black_box(Box::new([0u8; 64]));
-///     let t = tracealloc::object_traceback(b.as_ptr()).expect("traced");
-///     println!("allocated at {t}");
-///     tracealloc::stop();
-/// }
-/// ```
-pub fn object_traceback<T: ?Sized>(ptr: *const T) -> Option<Traceback> {
-    let addr = ptr as *const u8 as usize;
-    let t = Internal::make(|| {
-        tracer::stack_of(addr).map(|(stack, nframe)| crate::symbols::traceback(stack, nframe))
-    });
-    t.clone()
 }
 
 #[cfg(test)]

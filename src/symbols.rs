@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use std::sync::Mutex;
 
-use crate::snapshot::{Frame, Traceback};
+use crate::frame::{Frame, Traceback};
 use crate::tracer::stacks::{self, StackId};
 use crate::tracer::{lock, Held};
 

@@ -59,14 +59,6 @@ fn sample_slow(left: &Cell<i64>, rng: &Cell<u64>, size: usize, rate: u64) -> boo
     true
 }
 
-/// The probability that a block of `size` bytes is traced at `rate`.
-pub(crate) fn probability(size: usize, rate: u64) -> f64 {
-    if rate == 0 {
-        return 1.0;
-    }
-    -libm::expm1(-(size as f64) / rate as f64)
-}
-
 fn seed(salt: usize) -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     static SEQ: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
@@ -91,14 +83,7 @@ fn interval(rng: &Cell<u64>, rate: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn probability_matches_the_formula() {
-        assert_eq!(probability(0, 1024), 0.0);
-        assert!((probability(1024, 1024) - (1.0 - (-1.0f64).exp())).abs() < 1e-12);
-        assert!(probability(100 << 20, 512 << 10) > 0.999_999);
-        assert_eq!(probability(5, 0), 1.0);
-    }
+    use crate::sampling::probability;
 
     /// The Horvitz-Thompson estimate of a known total lands within a few
     /// standard errors, for small and large blocks.
