@@ -8,9 +8,9 @@
 //! may grow its tables, always under the [`ReentrancyGuard`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use crate::counters::{self, Recorded};
+use crate::guard::Guard;
 use crate::tracer;
 
 /// A global allocator that forwards to `A` and counts every allocation.
@@ -135,7 +135,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let size = layout.size();
-        if ReentrancyGuard::held() {
+        if Guard::held() {
             // SAFETY: the caller guarantees `ptr` was allocated by this
             // allocator (hence by `inner`) with `layout`.
             unsafe { self.inner.dealloc(ptr, layout) };
@@ -154,7 +154,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_size = layout.size();
-        if ReentrancyGuard::held() {
+        if Guard::held() {
             // SAFETY: the caller guarantees `ptr` is a block of `inner` with
             // `layout`, and that `new_size` is valid for `layout.align()`.
             let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
@@ -174,15 +174,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
         let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if new.is_null() {
             if let Some(t) = taken {
-                let _guard = ReentrancyGuard::enter();
-                tracer::put_back(ptr as usize, t);
+                let guard = Guard::hold();
+                tracer::put_back(&guard, ptr as usize, t);
             }
             return new;
         }
         after(counters::record_realloc(old_size, new_size));
         if let Some(t) = taken {
-            let _guard = ReentrancyGuard::enter();
-            tracer::finish(t);
+            let guard = Guard::hold();
+            tracer::finish(&guard, t);
         }
         if tracer::active() {
             if let Some(session) = tracer::wants(new_size) {
@@ -198,7 +198,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
 /// Counts (and, when tracing, traces) a block just allocated.
 #[inline(always)]
 fn on_new_block(ptr: *mut u8, size: usize) {
-    if ReentrancyGuard::held() {
+    if Guard::held() {
         counters::record_tracer(size as i64);
         return;
     }
@@ -214,22 +214,22 @@ fn on_new_block(ptr: *mut u8, size: usize) {
 
 #[inline(never)]
 fn trace_new_block(addr: usize, size: usize, session: tracer::Session) {
-    if let Some(_guard) = ReentrancyGuard::enter() {
-        tracer::on_alloc(addr, size, session);
+    if let Some(guard) = Guard::enter() {
+        tracer::on_alloc(&guard, addr, size, session);
     }
 }
 
 #[inline(never)]
 fn untrace(addr: usize) {
-    if let Some(_guard) = ReentrancyGuard::enter() {
-        tracer::on_free(addr);
+    if let Some(guard) = Guard::enter() {
+        tracer::on_free(&guard, addr);
     }
 }
 
 #[inline(never)]
 fn take_trace(addr: usize) -> Option<tracer::Taken> {
-    let _guard = ReentrancyGuard::enter()?;
-    tracer::take(addr)
+    let guard = Guard::enter()?;
+    tracer::take(&guard, addr)
 }
 
 /// Follow-up work the counters ask for; off the fast path.
@@ -243,7 +243,7 @@ fn after(recorded: Recorded) {
 #[cold]
 #[inline(never)]
 fn on_slot_claimed() {
-    if let Some(_guard) = ReentrancyGuard::enter() {
+    if let Some(_guard) = Guard::enter() {
         crate::sys::on_thread_exit(on_thread_exit);
     }
 }
@@ -253,79 +253,4 @@ fn on_slot_claimed() {
 fn on_thread_exit() {
     counters::release_thread_slot();
     tracer::thread_exit();
-}
-
-thread_local! {
-    /// Set while this thread runs code of ours that may allocate.
-    static IN_TRACER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The reentrancy guard of the allocation path.
-///
-/// WARNING: any code of this crate that can allocate, or take one of the
-/// tracer's locks, must run while holding this guard: on the allocation path
-/// (the tracer's tables grow, `parking_lot` may allocate when threads contend)
-/// and in the public functions that touch the tracer (`start`, snapshots, ...).
-/// While it is held, this thread's allocations go straight to the inner
-/// allocator and count as tracer memory only: never traced, never counted in
-/// `stats()` or `measure`, never back into a tracer lock. A block allocated
-/// under the guard must be freed under it too (see [`Internal`]).
-/// When [`enter`](Self::enter) returns `None` the guard is already held by an
-/// enclosing call, whose rules apply.
-pub(crate) struct ReentrancyGuard(());
-
-impl ReentrancyGuard {
-    /// Sets the guard, or returns `None` when this thread already holds it
-    /// (or its thread-local is unreadable).
-    #[inline]
-    pub(crate) fn enter() -> Option<Self> {
-        IN_TRACER
-            .try_with(|g| (!g.replace(true)).then_some(ReentrancyGuard(())))
-            .ok()
-            .flatten()
-    }
-
-    /// Whether this thread is inside the tracer.
-    #[inline(always)]
-    pub(crate) fn held() -> bool {
-        IN_TRACER.try_with(Cell::get).unwrap_or(false)
-    }
-
-    /// Clears a guard that was `mem::forget`-ed (around `fork()`).
-    pub(crate) fn release_forgotten() {
-        let _ = IN_TRACER.try_with(|g| g.set(false));
-    }
-}
-
-impl Drop for ReentrancyGuard {
-    #[inline]
-    fn drop(&mut self) {
-        let _ = IN_TRACER.try_with(|g| g.set(false));
-    }
-}
-
-/// A value allocated under the [`ReentrancyGuard`] (tracer memory) that is
-/// dropped under it too, wherever it goes out of scope.
-pub(crate) struct Internal<T>(Option<T>);
-
-impl<T> Internal<T> {
-    /// Runs `f` under the guard and wraps what it returns.
-    pub(crate) fn make(f: impl FnOnce() -> T) -> Self {
-        let _guard = ReentrancyGuard::enter();
-        Internal(Some(f()))
-    }
-}
-
-impl<T> std::ops::Deref for Internal<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl<T> Drop for Internal<T> {
-    fn drop(&mut self) {
-        let _guard = ReentrancyGuard::enter();
-        drop(self.0.take());
-    }
 }

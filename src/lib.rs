@@ -107,6 +107,7 @@ mod counters;
 mod dump;
 mod frame;
 mod glob;
+mod guard;
 mod registry;
 mod report;
 mod rss;
@@ -128,13 +129,13 @@ pub use crate::frame::{Frame, Traceback};
 pub use crate::registry::Registry;
 pub use crate::report::{DuplicateSite, Duplicates, Top, TopDiff};
 pub use crate::rss::rss;
-pub use crate::session::{object_traceback, take_snapshot};
+pub use crate::session::{
+    capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, object_traceback,
+    reset_peak, start, stop, take_snapshot, traceback_limit, traced_memory, tracer_memory, Config,
+};
 pub use crate::snapshot::{Filter, KeyType, Snapshot, Statistic, StatisticDiff, Trace};
 pub use crate::source::{set_source_lines, MAX_SOURCE_BYTES};
-pub use crate::tracer::{
-    capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, reset_peak, start,
-    stop, traceback_limit, traced_memory, tracer_memory, CaptureMethod, Config, MAX_NFRAME,
-};
+pub use crate::tracer::{CaptureMethod, MAX_NFRAME};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

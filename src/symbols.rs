@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use crate::frame::{Frame, Traceback};
+use crate::guard::Guard;
 use crate::tracer::stacks::{self, StackId};
 use crate::tracer::{lock, Held};
 
@@ -144,7 +145,7 @@ fn normalize(path: &str) -> String {
 
 /// The trimmed traceback of stack `id`, at most `nframe` frames. Must run
 /// under the reentrancy guard.
-pub(crate) fn traceback(id: StackId, nframe: usize) -> Traceback {
+pub(crate) fn traceback(_g: &Guard, id: StackId, nframe: usize) -> Traceback {
     let mut guard = lock(&CACHE);
     let cache = guard.get_or_insert_with(Cache::new);
     if let Some(t) = cache.stacks.get(&(id, nframe)) {
@@ -244,7 +245,7 @@ fn is_internal(file: &str, function: &str) -> bool {
 }
 
 /// Takes the cache lock into `held` (before `fork()`).
-pub(crate) fn hold(held: &mut Held) {
+pub(crate) fn hold(_g: &Guard, held: &mut Held) {
     held.push(Box::new(lock(&CACHE)));
 }
 

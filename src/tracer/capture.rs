@@ -8,6 +8,8 @@
 
 use std::cell::Cell;
 use std::hint::black_box;
+
+use crate::guard::Guard;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// How stacks are captured, as reported by [`capture_method`](crate::capture_method).
@@ -55,15 +57,15 @@ pub(crate) fn set_method(m: CaptureMethod) {
 /// else is checked against the unwinder (see [`check_walk`]), and one that
 /// read a return address outside the loaded code is redone with it.
 #[inline(always)]
-pub(crate) fn capture(buf: &mut [usize]) -> usize {
+pub(crate) fn capture(g: &Guard, buf: &mut [usize]) -> usize {
     if METHOD.load(Relaxed) == 1 {
         return match walk_frame_pointers(buf) {
             Walk::Full(n) => n,
             Walk::Ended(n) if n > 0 && is_root(buf[n - 1]) => n,
-            w => check_walk(buf, w),
+            w => check_walk(g, buf, w),
         };
     }
-    unwind(buf)
+    unwind(g, buf)
 }
 
 /// How a frame-pointer walk ended.
@@ -139,13 +141,13 @@ const CHECK_FRAMES: usize = 320;
 /// walk was bad) the capture is the unwinder's, and counted.
 #[cold]
 #[inline(never)]
-fn check_walk(buf: &mut [usize], w: Walk) -> usize {
+fn check_walk(g: &Guard, buf: &mut [usize], w: Walk) -> usize {
     let Walk::Ended(n) = w else {
         FALLBACKS.fetch_add(1, Relaxed);
-        return unwind(buf);
+        return unwind(g, buf);
     };
     let mut unwound = [0usize; CHECK_FRAMES];
-    let u = unwind(&mut unwound);
+    let u = unwind(g, &mut unwound);
     if n > 0
         && n <= buf.len()
         && walk_matches(&buf[..n], &unwound[..u]).is_some_and(|left| left <= ROOT_SLACK)
@@ -182,9 +184,9 @@ pub(crate) fn walk_matches(walked: &[usize], unwound: &[usize]) -> Option<usize>
 
 /// Captures with the unwinder; see [`CaptureMethod::Unwinder`].
 #[inline(never)]
-pub(crate) fn unwind(buf: &mut [usize]) -> usize {
+pub(crate) fn unwind(g: &Guard, buf: &mut [usize]) -> usize {
     #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
-    if let Some(n) = cached::unwind(buf) {
+    if let Some(n) = cached::unwind(g, buf) {
         return n;
     }
     unwind_uncached(buf)
@@ -391,20 +393,20 @@ pub(crate) enum NewStack {
 /// cached unwinder was built, which unwinds such frames with a guess. Under
 /// the guard.
 #[cold]
-pub(crate) fn new_stack(frames: &[usize]) -> NewStack {
+pub(crate) fn new_stack(g: &Guard, frames: &[usize]) -> NewStack {
     #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
-    return cached::new_stack(frames);
+    return cached::new_stack(g, frames);
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64", not(miri))))]
     {
-        let _ = frames;
+        let _ = (g, frames);
         NewStack::Keep
     }
 }
 
 /// Loads what the unwinder needs (at `start`, under the guard).
-pub(crate) fn prepare_unwinder() {
+pub(crate) fn prepare_unwinder(g: &Guard) {
     #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
-    cached::init();
+    cached::init(g);
 }
 
 /// The cached DWARF unwinder: `framehop` over copies of the unwind tables of
@@ -428,6 +430,7 @@ mod cached {
     use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
     use std::sync::{Mutex, TryLockError};
 
+    use crate::guard::Guard;
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
     use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
 
@@ -469,7 +472,7 @@ mod cached {
     /// Whether the allocator gives `bytes` now (given back at once): asked
     /// before allocations that cannot fail gracefully, so that a refusal is
     /// met here. Under the reentrancy guard.
-    fn memory_available(bytes: usize) -> bool {
+    fn memory_available(_g: &Guard, bytes: usize) -> bool {
         let mut probe: Vec<u8> = Vec::new();
         probe.try_reserve_exact(bytes).is_ok()
     }
@@ -482,7 +485,7 @@ mod cached {
 
     /// Builds the tables for the objects loaded now, from `old`'s where it
     /// has them, and publishes them. Under the reentrancy guard.
-    fn rebuild(old: Option<&'static Tables>) -> Option<&'static Tables> {
+    fn rebuild(g: &Guard, old: Option<&'static Tables>) -> Option<&'static Tables> {
         let _lock = match REBUILD.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -507,7 +510,7 @@ mod cached {
         // record, the tables' box) allocate without a way to fail: ask for
         // that much and more first, once the copies are made, so that a
         // refusal ends here, without new tables, rather than in an abort.
-        if !memory_available((1 << 20) + 512 * objects.len()) {
+        if !memory_available(g, (1 << 20) + 512 * objects.len()) {
             return None;
         }
         let mut unwinder = match old {
@@ -553,13 +556,13 @@ mod cached {
 
     /// Loads the unwinder (at `start`): built the first time, and again if
     /// objects were loaded or unloaded since.
-    pub(super) fn init() {
+    pub(super) fn init(g: &Guard) {
         match current() {
             None => {
-                rebuild(None);
+                rebuild(g, None);
             }
             Some(t) if t.changes != crate::sys::objects_changes() => {
-                rebuild(Some(t));
+                rebuild(g, Some(t));
             }
             Some(_) => {}
         }
@@ -570,8 +573,8 @@ mod cached {
     /// object loaded since the unwinder was built that it cannot learn (then
     /// the uncached unwinder does it).
     #[inline(never)]
-    pub(super) fn unwind(buf: &mut [usize]) -> Option<usize> {
-        unwind_with(current()?, buf)
+    pub(super) fn unwind(g: &Guard, buf: &mut [usize]) -> Option<usize> {
+        unwind_with(g, current()?, buf)
     }
 
     /// Whether a stack seen for the first time, captured by this module or
@@ -582,7 +585,7 @@ mod cached {
     /// guess can skip a caller. Under the reentrancy guard.
     #[cold]
     #[inline(never)]
-    pub(super) fn new_stack(frames: &[usize]) -> super::NewStack {
+    pub(super) fn new_stack(g: &Guard, frames: &[usize]) -> super::NewStack {
         let Some(tables) = current() else {
             return super::NewStack::Keep;
         };
@@ -591,7 +594,7 @@ mod cached {
         {
             return super::NewStack::Keep;
         }
-        match rebuild(Some(tables)) {
+        match rebuild(g, Some(tables)) {
             Some(_) => super::NewStack::Again,
             // Busy, over the limit, or refused memory: the uncached
             // unwinder knows every object.
@@ -601,7 +604,7 @@ mod cached {
 
     /// Unwinds with `tables` into `buf`.
     #[inline(always)]
-    fn unwind_with(tables: &Tables, buf: &mut [usize]) -> Option<usize> {
+    fn unwind_with(g: &Guard, tables: &Tables, buf: &mut [usize]) -> Option<usize> {
         let (low, high) = super::stack_bounds()?;
         let (pc, sp, bp): (u64, u64, u64);
         // SAFETY: reads three registers (the address of this instruction,
@@ -628,7 +631,7 @@ mod cached {
             let _ = HINT.try_with(|h| h.set(i));
             if guard.is_none() {
                 // `Cache::new_in` allocates without a way to fail.
-                if !memory_available(2 * std::mem::size_of::<Cache>() + (64 << 10)) {
+                if !memory_available(g, 2 * std::mem::size_of::<Cache>() + (64 << 10)) {
                     return None;
                 }
                 *guard = Some(Box::new(Cache::new_in()));
@@ -688,7 +691,7 @@ const PROBE_DEPTH: usize = 4;
 /// (cargo passes `RUSTFLAGS` to every crate): if its frames keep frame
 /// pointers, so does the code that called `start`.
 #[inline(never)]
-pub(crate) fn choose_method() -> CaptureMethod {
+pub(crate) fn choose_method(_g: &Guard) -> CaptureMethod {
     if !FRAME_POINTERS_SUPPORTED {
         return CaptureMethod::Unwinder;
     }
@@ -935,9 +938,10 @@ mod tests {
     #[test]
     fn both_methods_see_this_test() {
         let mut a = [0usize; 64];
-        let n = unwind(&mut a);
+        let n = unwind(&Guard::hold(), &mut a);
         assert!(n > 3);
-        if FRAME_POINTERS_SUPPORTED && choose_method() == CaptureMethod::FramePointers {
+        if FRAME_POINTERS_SUPPORTED && choose_method(&Guard::hold()) == CaptureMethod::FramePointers
+        {
             let mut b = [0usize; 64];
             let w = walk_frame_pointers(&mut b);
             assert!(

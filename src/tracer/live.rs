@@ -21,7 +21,7 @@
 //!                          shard lock of the block counted
 //! ```
 //!
-//! The table belongs to one session at a time (see [`super::session`]):
+//! The table belongs to one session at a time (see [`super::state`]):
 //! [`transition`] empties it and moves to the next session with every shard
 //! locked, and each insert, remove and filter change checks the session
 //! under its shard's lock.
@@ -34,8 +34,9 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 
 use std::sync::Mutex;
 
-use super::session::{self, AllShardsLocked, Session};
+use super::state::{self, AllShardsLocked, Session};
 use super::{lock, Held};
+use crate::guard::Guard;
 
 use super::stacks::StackId;
 
@@ -336,6 +337,7 @@ fn publish(shard: &Shard, map: &LiveMap) {
 /// guard (the table may grow).
 #[inline]
 pub(crate) fn insert(
+    _g: &Guard,
     addr: usize,
     size: usize,
     stack: StackId,
@@ -344,7 +346,7 @@ pub(crate) fn insert(
 ) -> Insert {
     let shard = shard_of(addr);
     let mut map = lock(&shard.map);
-    if session::current() != session {
+    if state::current() != session {
         return Insert::Stale;
     }
     if !map.insert(addr, size, stack) {
@@ -363,19 +365,23 @@ pub(crate) fn insert(
 /// counting filter); true when it may be.
 #[inline(always)]
 pub(crate) fn maybe_traced(addr: usize) -> bool {
-    !session::current().sampled() || filter_slot(addr).load(Relaxed) != 0
+    !state::current().sampled() || filter_slot(addr).load(Relaxed) != 0
 }
 
 /// Takes the block at `addr` out of the table, if it is traced, with the
 /// session it belonged to; `done` runs under the same lock.
 #[inline]
-pub(crate) fn remove(addr: usize, done: impl FnOnce(&Block)) -> Option<(Block, Session)> {
+pub(crate) fn remove(
+    _g: &Guard,
+    addr: usize,
+    done: impl FnOnce(&Block),
+) -> Option<(Block, Session)> {
     if !maybe_traced(addr) {
         return None;
     }
     let mut map = lock(&shard_of(addr).map);
     let block = map.remove(addr)?;
-    let session = session::current();
+    let session = state::current();
     if session.sampled() {
         let _ = filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| {
             (v > 0 && v < SATURATED).then(|| v - 1)
@@ -387,7 +393,7 @@ pub(crate) fn remove(addr: usize, done: impl FnOnce(&Block)) -> Option<(Block, S
 }
 
 /// The traced block at `addr`, if any.
-pub(crate) fn get(addr: usize) -> Option<Block> {
+pub(crate) fn get(_g: &Guard, addr: usize) -> Option<Block> {
     let map = lock(&shard_of(addr).map);
     let i = map.find(addr)?;
     let e = map.slots[i];
@@ -398,11 +404,11 @@ pub(crate) fn get(addr: usize) -> Option<Block> {
 }
 
 /// Ends the current session and begins one in `mode` (see
-/// [`super::session`]): with every shard locked, drops every entry, empties
+/// [`super::state`]): with every shard locked, drops every entry, empties
 /// the filter, runs `also` (what belongs to the session with the table) and
 /// moves the state on. Allocates nothing. Must run under the reentrancy
 /// guard (the old slots are freed) and the control lock.
-pub(crate) fn transition(mode: u64, also: impl FnOnce()) -> Session {
+pub(crate) fn transition(_g: &Guard, mode: u64, also: impl FnOnce()) -> Session {
     /// Locks and empties shard `i`, then the ones after it, and at the
     /// bottom, with all of them held, the filter and the state; the locks
     /// are released on the way back.
@@ -410,7 +416,7 @@ pub(crate) fn transition(mode: u64, also: impl FnOnce()) -> Session {
         let Some(s) = SHARDS_.get(i) else {
             clear_filter();
             also();
-            return session::advance(&AllShardsLocked(()), mode);
+            return state::advance(&AllShardsLocked(()), mode);
         };
         let mut map = lock(&s.map);
         map.clear();
@@ -440,7 +446,7 @@ pub(crate) const STATIC_BYTES: usize =
     std::mem::size_of::<[Shard; SHARDS]>() + std::mem::size_of::<[AtomicU8; FILTER_LEN]>();
 
 /// Total traced bytes and blocks now.
-pub(crate) fn totals() -> (u64, usize) {
+pub(crate) fn totals(_g: &Guard) -> (u64, usize) {
     SHARDS_.iter().fold((0, 0), |(b, n), s| {
         let map = lock(&s.map);
         (b + map.bytes, n + map.len)
@@ -450,7 +456,7 @@ pub(crate) fn totals() -> (u64, usize) {
 /// Calls `f(size, stack)` for every traced block, one shard at a time: each
 /// shard's lock is held while its blocks are visited, so `f` must not
 /// allocate outside the guard nor take a shard lock.
-pub(crate) fn for_each(mut f: impl FnMut(usize, StackId)) {
+pub(crate) fn for_each(_g: &Guard, mut f: impl FnMut(usize, StackId)) {
     for s in &SHARDS_ {
         let map = lock(&s.map);
         for e in map.slots.iter().filter(|e| e.addr != 0) {
@@ -460,7 +466,7 @@ pub(crate) fn for_each(mut f: impl FnMut(usize, StackId)) {
 }
 
 /// Takes every shard lock into `held` (before `fork()`).
-pub(crate) fn hold_all(held: &mut Held) {
+pub(crate) fn hold_all(_g: &Guard, held: &mut Held) {
     for s in &SHARDS_ {
         held.push(Box::new(lock(&s.map)));
     }

@@ -28,8 +28,9 @@ use std::sync::OnceLock;
 
 use std::sync::Mutex;
 
-use super::session::Session;
+use super::state::Session;
 use super::{lock, Held};
+use crate::guard::Guard;
 
 pub(crate) type StackId = u32;
 
@@ -157,9 +158,9 @@ fn hash(frames: &[usize]) -> u64 {
 /// The id of `frames`, interning them if new; `None` when the table is full
 /// or the memory for a new stack is refused.
 ///
-/// Must run under the reentrancy guard: a new stack allocates.
+/// A new stack allocates: under the guard.
 #[inline]
-pub(crate) fn intern(frames: &[usize]) -> Option<StackId> {
+pub(crate) fn intern(_g: &Guard, frames: &[usize]) -> Option<StackId> {
     let h = hash(frames);
     let slot = (h as usize) % CACHE_LEN;
     let cached = CACHE.try_with(|c| c[slot].get()).unwrap_or((0, EMPTY));
@@ -177,9 +178,9 @@ pub(crate) fn intern(frames: &[usize]) -> Option<StackId> {
 
 /// The id of `frames` if they were interned already.
 ///
-/// Must run under the reentrancy guard (it takes an index lock).
+/// It takes an index lock: under the guard.
 #[inline]
-pub(crate) fn find(frames: &[usize]) -> Option<StackId> {
+pub(crate) fn find(_g: &Guard, frames: &[usize]) -> Option<StackId> {
     let h = hash(frames);
     let slot = (h as usize) % CACHE_LEN;
     let cached = CACHE.try_with(|c| c[slot].get()).unwrap_or((0, EMPTY));
@@ -368,7 +369,7 @@ fn flush(p: &Pending) {
         p.live.replace(0),
         p.peak.replace(0),
     );
-    if p.generation.get() != super::session::current().generation() {
+    if p.generation.get() != super::state::current().generation() {
         return;
     }
     if let Some(r) = record(p.id.get()) {
@@ -456,7 +457,7 @@ pub(crate) fn reset_totals() {
 }
 
 /// Takes every index lock into `held` (before `fork()`).
-pub(crate) fn hold_all(held: &mut Held) {
+pub(crate) fn hold_all(_g: &Guard, held: &mut Held) {
     for s in &INDEX {
         held.push(Box::new(lock(s)));
     }
@@ -487,12 +488,12 @@ mod tests {
 
     #[test]
     fn same_frames_same_id_and_totals() {
-        let a = intern(&[1, 2, 3, 0xdead_0001]).unwrap();
-        let b = intern(&[1, 2, 3, 0xdead_0002]).unwrap();
+        let a = intern(&Guard::hold(), &[1, 2, 3, 0xdead_0001]).unwrap();
+        let b = intern(&Guard::hold(), &[1, 2, 3, 0xdead_0002]).unwrap();
         assert_ne!(a, b);
-        assert_eq!(intern(&[1, 2, 3, 0xdead_0001]), Some(a));
+        assert_eq!(intern(&Guard::hold(), &[1, 2, 3, 0xdead_0001]), Some(a));
         assert_eq!(record(a).unwrap().frames(), &[1, 2, 3, 0xdead_0001]);
-        let now = super::super::session::current();
+        let now = super::super::state::current();
         on_alloc(b, 100, now);
         on_alloc(b, 50, now);
         on_free(b, 100, now);
@@ -510,7 +511,7 @@ mod tests {
             .map(|t| {
                 std::thread::spawn(move || {
                     (0..2000usize)
-                        .map(|i| intern(&[0xbeef_0000 + i, 7, t % 2]).unwrap())
+                        .map(|i| intern(&Guard::hold(), &[0xbeef_0000 + i, 7, t % 2]).unwrap())
                         .collect::<Vec<_>>()
                 })
             })
