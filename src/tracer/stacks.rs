@@ -358,6 +358,9 @@ thread_local! {
 
 /// Adds a batch to its stack's shared totals (if still of this generation),
 /// and empties it.
+// Out of line: its two calls would make `add`, which runs on every traced
+// event, too big to inline.
+#[inline(never)]
 fn flush(p: &Pending) {
     if p.events.replace(0) == 0 {
         return;
