@@ -3,13 +3,14 @@
 //!
 //! Both fill a caller's buffer with return addresses, most recent first,
 //! starting inside the tracer (those frames are trimmed at symbolization).
-//! Neither allocates through the global allocator. Part of the crate's unsafe
-//! bottom layer, with `alloc.rs`: the walk reads raw stack memory.
+//! Neither allocates through the global allocator. Safe Rust: the raw
+//! reads (registers, stack words) go through `crate::sys`, which checks every
+//! stack read against the thread's bounds.
 
-use std::cell::Cell;
 use std::hint::black_box;
 
 use crate::guard::Guard;
+use crate::sys::Stack;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// How stacks are captured, as reported by [`capture_method`](crate::capture_method).
@@ -195,28 +196,7 @@ pub(crate) fn unwind(g: &Guard, buf: &mut [usize]) -> usize {
 /// Captures with `backtrace::trace_unsynchronized`.
 #[inline(never)]
 pub(crate) fn unwind_uncached(buf: &mut [usize]) -> usize {
-    let mut n = 0;
-    // SAFETY: `trace_unsynchronized` must not run concurrently with another
-    // unsynchronized trace *if the platform's unwinder is not thread-safe*;
-    // on the platforms where it is used here (glibc's and LLVM's
-    // `_Unwind_Backtrace`, and DbgHelp-free targets) it is. The closure does
-    // not allocate or unwind.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            if n < buf.len() {
-                buf[n] = frame.ip() as usize;
-                n += 1;
-            }
-            n < buf.len()
-        })
-    };
-    n
-}
-
-thread_local! {
-    /// This thread's stack bounds `(low, high)`; `(0, 0)` until looked up,
-    /// `(1, 1)` when they cannot be.
-    static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    crate::sys::trace_uncached(buf)
 }
 
 /// Captures by walking frame pointers; see [`CaptureMethod::FramePointers`].
@@ -226,16 +206,11 @@ thread_local! {
 /// frame pointers, and what was read is not a frame).
 #[inline(never)]
 pub(crate) fn walk_frame_pointers(buf: &mut [usize]) -> Walk {
-    let Some((low, high)) = stack_bounds() else {
+    let Some(stack) = Stack::here() else {
         return Walk::Bad;
     };
-    let read = |a: usize| {
-        // SAFETY: `walk_records` asks only for aligned words inside
-        // `low..high`, this thread's stack, which is mapped and readable for
-        // the thread's whole life; the values read are plain integers,
-        // whatever they hold.
-        unsafe { std::ptr::read_volatile(a as *const usize) }
-    };
+    // `walk_records` asks only for words inside the bounds: never 0.
+    let read = |a: usize| stack.read(a).unwrap_or(0);
     // Checked inline: the main executable's code, where most frames are,
     // and the segment where the last frame outside it was found (the C
     // library's, which holds every thread's first frame).
@@ -245,7 +220,13 @@ pub(crate) fn walk_frame_pointers(buf: &mut [usize]) -> Walk {
     let is_code = |a: usize| {
         a.wrapping_sub(main_start) < main_len || a.wrapping_sub(hint_start) < hint_len || is_code(a)
     };
-    walk_records(frame_pointer(), (low, high), buf, read, is_code)
+    walk_records(
+        crate::sys::frame_pointer(),
+        stack.bounds(),
+        buf,
+        read,
+        is_code,
+    )
 }
 
 /// Follows the chain of frame records from `fp`: each is two words, the
@@ -340,34 +321,6 @@ fn on_stack(addr: usize, words: usize, (low, high): (usize, usize)) -> bool {
     addr >= low && addr.is_multiple_of(WORD) && addr <= high - words * WORD
 }
 
-#[cfg(all(target_arch = "x86_64", not(miri)))]
-#[inline(always)]
-fn frame_pointer() -> usize {
-    let fp: usize;
-    // SAFETY: reads a register; no memory access, no side effect.
-    unsafe {
-        std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
-    };
-    fp
-}
-
-#[cfg(all(target_arch = "aarch64", not(miri)))]
-#[inline(always)]
-fn frame_pointer() -> usize {
-    let fp: usize;
-    // SAFETY: reads a register; no memory access, no side effect.
-    unsafe {
-        std::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
-    };
-    fp
-}
-
-#[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
-#[inline(always)]
-fn frame_pointer() -> usize {
-    0
-}
-
 /// Whether this target can walk frame pointers at all.
 pub(crate) const FRAME_POINTERS_SUPPORTED: bool = cfg!(all(
     any(target_arch = "x86_64", target_arch = "aarch64"),
@@ -416,21 +369,24 @@ pub(crate) fn prepare_unwinder(g: &Guard) {
 /// checks as the frame-pointer walk.
 ///
 /// ```text
-/// CURRENT   AtomicPtr<Tables>: the unwinder in use, built at `start`;
-///           replaced (never freed: other threads may be reading it) when an
-///           unwind ends in code it does not know and objects were loaded
-///           or unloaded since it was built. At most MAX_BUILDS are built;
-///           past that, such unwinds are redone with the uncached unwinder
+/// TABLES    [OnceLock<Tables>; MAX_BUILDS]: every unwinder built, each
+///           written once and never freed (other threads may be reading
+///           an older one); LATEST names the one in use (0: none yet). A
+///           new one is built at `start` and when a new stack went through
+///           code the latest does not know and objects were loaded or
+///           unloaded since it was built. At most MAX_BUILDS; past that,
+///           such stacks are captured with the uncached unwinder
 /// REBUILD   Mutex, taken with try_lock by the thread that rebuilds
 /// CACHES    the pool of rule caches
 /// ```
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 mod cached {
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
-    use std::sync::{Mutex, TryLockError};
+    use std::sync::atomic::{AtomicUsize, Ordering::*};
+    use std::sync::{Mutex, OnceLock, TryLockError};
 
     use crate::guard::Guard;
+    use crate::sys::Stack;
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
     use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
 
@@ -457,9 +413,9 @@ mod cached {
         }
     }
 
-    static CURRENT: AtomicPtr<Tables> = AtomicPtr::new(std::ptr::null_mut());
-    static BUILDS: AtomicUsize = AtomicUsize::new(0);
     const MAX_BUILDS: usize = 64;
+    static TABLES: [OnceLock<Tables>; MAX_BUILDS] = [const { OnceLock::new() }; MAX_BUILDS];
+    static LATEST: AtomicUsize = AtomicUsize::new(0);
     static REBUILD: Mutex<()> = Mutex::new(());
     const POOL: usize = 64;
     static CACHES: [Mutex<Option<Box<Cache>>>; POOL] = [const { Mutex::new(None) }; POOL];
@@ -478,9 +434,8 @@ mod cached {
     }
 
     fn current() -> Option<&'static Tables> {
-        // SAFETY: CURRENT is null or points to a `Tables` leaked by
-        // `rebuild`, never freed nor changed after it was published.
-        unsafe { CURRENT.load(Acquire).as_ref() }
+        let latest = LATEST.load(Acquire);
+        TABLES.get(latest.checked_sub(1)?)?.get()
     }
 
     /// Builds the tables for the objects loaded now, from `old`'s where it
@@ -499,7 +454,8 @@ mod cached {
             // Another thread rebuilt meanwhile.
             return now;
         }
-        if BUILDS.load(Relaxed) >= MAX_BUILDS {
+        let slot = LATEST.load(Relaxed);
+        if slot >= MAX_BUILDS {
             return None;
         }
         let changes = crate::sys::objects_changes();
@@ -544,14 +500,14 @@ mod cached {
             let avma = o.base + o.text_svma.start..o.base + o.text_svma.end;
             unwinder.add_module(Module::new(String::new(), avma, o.base, info));
         }
-        let tables: &'static Tables = Box::leak(Box::new(Tables {
+        // Under REBUILD: nobody else writes this slot.
+        let _ = TABLES[slot].set(Tables {
             unwinder,
             code,
             changes,
-        }));
-        CURRENT.store(tables as *const Tables as *mut Tables, Release);
-        BUILDS.fetch_add(1, Relaxed);
-        Some(tables)
+        });
+        LATEST.store(slot + 1, Release);
+        current()
     }
 
     /// Loads the unwinder (at `start`): built the first time, and again if
@@ -605,21 +561,8 @@ mod cached {
     /// Unwinds with `tables` into `buf`.
     #[inline(always)]
     fn unwind_with(g: &Guard, tables: &Tables, buf: &mut [usize]) -> Option<usize> {
-        let (low, high) = super::stack_bounds()?;
-        let (pc, sp, bp): (u64, u64, u64);
-        // SAFETY: reads three registers (the address of this instruction,
-        // the stack and frame pointers); no memory access, no side effect.
-        unsafe {
-            std::arch::asm!(
-                "lea {pc}, [rip]",
-                "mov {sp}, rsp",
-                "mov {bp}, rbp",
-                pc = out(reg) pc,
-                sp = out(reg) sp,
-                bp = out(reg) bp,
-                options(nomem, nostack, preserves_flags)
-            );
-        }
+        let stack = Stack::here()?;
+        let (pc, sp, bp) = crate::sys::registers();
         let hint = HINT.try_with(Cell::get).unwrap_or(0);
         for k in 0..POOL {
             let i = hint.wrapping_add(k) % POOL;
@@ -638,13 +581,7 @@ mod cached {
             }
             let cache = guard.as_mut()?;
             let mut read_stack = |addr: u64| -> Result<u64, ()> {
-                let a = addr as usize;
-                if !super::on_stack(a, 1, (low, high)) {
-                    return Err(());
-                }
-                // SAFETY: `a` is an aligned word inside this thread's
-                // stack, which is mapped for the thread's whole life.
-                Ok(unsafe { std::ptr::read_volatile(a as *const u64) })
+                stack.read(addr as usize).map(|w| w as u64).ok_or(())
             };
             let mut frames = tables.unwinder.iter_frames(
                 pc,
@@ -666,18 +603,6 @@ mod cached {
         }
         None
     }
-}
-
-fn stack_bounds() -> Option<(usize, usize)> {
-    let (low, high) = STACK
-        .try_with(|s| {
-            if s.get() == (0, 0) {
-                s.set(crate::sys::stack_bounds().unwrap_or((1, 1)));
-            }
-            s.get()
-        })
-        .ok()?;
-    (high > low + 2 * WORD).then_some((low, high))
 }
 
 /// How deep the probe of [`choose_method`] recurses.

@@ -11,6 +11,48 @@
 //! - [`stack_bounds`] and [`page_size`].
 //! - [`prefetch`]: a cache hint for an address that may not be mapped.
 
+mod stack;
+pub(crate) use stack::Stack;
+
+#[cfg(all(target_arch = "aarch64", not(miri)))]
+mod aarch64;
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+mod x86_64;
+#[cfg(all(target_arch = "aarch64", not(miri)))]
+pub(crate) use aarch64::frame_pointer;
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+pub(crate) use x86_64::{frame_pointer, registers};
+
+/// No frame pointer to read on this target.
+#[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
+#[inline(always)]
+pub(crate) fn frame_pointer() -> usize {
+    0
+}
+
+/// Fills `buf` with the return addresses of the calling thread's stack,
+/// most recent first, with `backtrace::trace_unsynchronized` (the platform's
+/// unwinder, which needs no preparation); returns how many.
+#[inline(never)]
+pub(crate) fn trace_uncached(buf: &mut [usize]) -> usize {
+    let mut n = 0;
+    // SAFETY: `trace_unsynchronized` must not run concurrently with another
+    // unsynchronized trace *if the platform's unwinder is not thread-safe*;
+    // on the platforms where it is used here (glibc's and LLVM's
+    // `_Unwind_Backtrace`, and DbgHelp-free targets) it is. The closure does
+    // not allocate or unwind.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            if n < buf.len() {
+                buf[n] = frame.ip() as usize;
+                n += 1;
+            }
+            n < buf.len()
+        })
+    };
+    n
+}
+
 #[cfg(unix)]
 mod imp {
     use std::ffi::c_void;

@@ -1,0 +1,33 @@
+//! Register reads on x86-64.
+
+/// The frame-pointer register (`rbp`).
+#[inline(always)]
+pub(crate) fn frame_pointer() -> usize {
+    let fp: usize;
+    // SAFETY: reads a register; no memory access, no side effect.
+    unsafe {
+        std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    fp
+}
+
+/// The address of this instruction, the stack pointer and the frame
+/// pointer, as an unwind starting in the caller needs them.
+#[inline(always)]
+pub(crate) fn registers() -> (u64, u64, u64) {
+    let (pc, sp, bp): (u64, u64, u64);
+    // SAFETY: reads three registers (the address of this instruction, the
+    // stack and frame pointers); no memory access, no side effect.
+    unsafe {
+        std::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    (pc, sp, bp)
+}
