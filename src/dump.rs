@@ -26,6 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, Traceback};
+use crate::scope::untraced;
 use crate::snapshot::{Snapshot, Trace};
 
 const FORMAT: &str = "tracealloc-snapshot";
@@ -226,6 +227,65 @@ pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The file format, built in: dump and load.
+impl Snapshot {
+    /// Writes the snapshot to `path` as JSON (format `tracealloc-snapshot`,
+    /// version 1; strings, frames and tracebacks stored once each). The file
+    /// is written beside `path` under a temporary name of its own
+    /// (`<name>.tmp-<pid>-<n>`), synced, then renamed over it: a crash never
+    /// leaves half a file at `path`, and dumps from several threads or
+    /// processes to one path each leave a complete file (the last renamed
+    /// wins). A process killed in the middle of a dump leaves its temporary
+    /// file behind (as large as the dump had got); nothing removes it later.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written; the error names the path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, Snapshot, Trace, Traceback};
+    ///
+    /// let site = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
+    /// let s = Snapshot::new(vec![Trace::new(100, site)], 1);
+    /// let path = std::env::temp_dir().join(format!("tracealloc-doc-{}.json", std::process::id()));
+    /// s.dump(&path)?;
+    /// assert_eq!(Snapshot::load(&path)?, s);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), tracealloc::Error>(())
+    /// ```
+    pub fn dump(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        untraced(|| dump(self, path.as_ref()))
+    }
+
+    /// Reads a snapshot written by [`dump`](Self::dump).
+    ///
+    /// A dump is untrusted input: it is read defensively, and within a
+    /// memory bound. `load` uses at most **16 times the file's size plus
+    /// 16 MiB** of heap at its peak (what it has read and what it builds,
+    /// counted as it goes, each block at least malloc's smallest); a file
+    /// that would need more is refused. A dump written by this crate needs
+    /// about 4 to 6 times its size (a trace takes 32 bytes once loaded, from
+    /// about 11 in the file). Frames are
+    /// shared: a traceback holds 8 bytes per frame, however often the file
+    /// repeats one.
+    ///
+    /// Only a regular file is read (never a FIFO or a device, and opening
+    /// one does not block).
+    ///
+    /// # Errors
+    ///
+    /// A missing, unreadable, truncated or corrupt file, another format or
+    /// version, or one past the limits (not a regular file, over 1 GiB, over
+    /// the memory bound, a traceback of more than 4096 frames, a string over
+    /// 64 KiB, a block over `isize::MAX` bytes, an index out of range): an
+    /// [`Error`] naming the path and what is wrong. It never panics.
+    pub fn load(path: impl AsRef<Path>) -> Result<Snapshot, Error> {
+        untraced(|| load(path.as_ref()))
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -3,35 +3,14 @@
 use std::fmt;
 
 use crate::frame::Traceback;
-use crate::snapshot::{sum_diffs, sum_sizes, KeyLabel, KeyType, Statistic, StatisticDiff};
-use crate::source::source_line;
+use std::collections::HashMap;
 
-/// A size in bytes as `tracemalloc._format_size` writes it: B, KiB, MiB, GiB,
-/// TiB (dividing by 1024); in a unit above B, one decimal below 100; no
-/// decimal below 10240 or in TiB; `sign` adds `+` to non-negative values.
-/// Rounding is half-to-even, as Python's `%` formatting does on the binary
-/// value.
-pub(crate) fn format_size(size: f64, sign: bool) -> String {
-    let mut size = size;
-    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
-        if size.abs() < 100.0 && unit != "B" {
-            return if sign {
-                format!("{size:+.1} {unit}")
-            } else {
-                format!("{size:.1} {unit}")
-            };
-        }
-        if size.abs() < 10.0 * 1024.0 || unit == "TiB" {
-            return if sign {
-                format!("{size:+.0} {unit}")
-            } else {
-                format!("{size:.0} {unit}")
-            };
-        }
-        size /= 1024.0;
-    }
-    unreachable!("the TiB branch returns")
-}
+use crate::scope::untraced;
+use crate::snapshot::{
+    format_size, key_of, sum_diffs, sum_sizes, KeyLabel, KeyType, Snapshot, Statistic,
+    StatisticDiff,
+};
+use crate::source::source_line;
 
 /// The lines printed under an entry: the source line of the allocating frame,
 /// or the whole traceback for [`KeyType::Traceback`].
@@ -291,6 +270,78 @@ impl fmt::Display for Duplicates {
             "Sharing would save {} in all",
             format_size(self.saved_bytes() as f64, false)
         )
+    }
+}
+
+/// The reports, built in: top-N, top-N changes, duplicates.
+impl Snapshot {
+    /// The `n` biggest keys, ready to print: tracemalloc's "pretty top"
+    /// recipe (see [`Top`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, KeyType, Snapshot, Trace, Traceback};
+    ///
+    /// let site = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
+    /// let s = Snapshot::new(vec![Trace::new(5 << 20, site)], 1);
+    /// let report = s.top(10, KeyType::Lineno).to_string();
+    /// assert!(report.contains("#1: src/model.rs:42: 5120.0 KiB"));
+    /// assert!(report.ends_with("Total allocated size: 5120.0 KiB\n"));
+    /// ```
+    pub fn top(&self, n: usize, key_type: KeyType) -> Top {
+        untraced(|| Top::new(self.statistics(key_type, false), n, key_type))
+    }
+
+    /// The `n` biggest changes since `old`, ready to print (see [`TopDiff`]).
+    pub fn top_diff(&self, old: &Snapshot, n: usize, key_type: KeyType) -> TopDiff {
+        untraced(|| TopDiff::new(self.compare_to(old, key_type, false), n, key_type))
+    }
+
+    /// Call sites holding two or more live blocks of one size, each at least
+    /// `min_size` bytes: the signature of loading the same resource twice.
+    /// Sites are keyed by the allocating line ([`KeyType::Lineno`]); the
+    /// report says how much sharing one instance would save. Counts are the
+    /// traced blocks' (in a sampled snapshot, blocks far above the sampling
+    /// rate are nearly all traced).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, Snapshot, Trace, Traceback};
+    ///
+    /// let load = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
+    /// let s = Snapshot::new(vec![Trace::new(64 << 20, load.clone()), Trace::new(64 << 20, load)], 1);
+    /// let d = s.duplicates(1 << 20);
+    /// assert_eq!(d.sites().len(), 1);
+    /// assert_eq!(d.sites()[0].saved_bytes(), 64 << 20);
+    /// assert!(d.to_string().contains("src/model.rs:42: 2 blocks of 64.0 MiB"));
+    /// ```
+    pub fn duplicates(&self, min_size: usize) -> Duplicates {
+        untraced(|| {
+            let mut by_site: HashMap<(Traceback, usize), usize> = HashMap::new();
+            let mut keys: HashMap<usize, Traceback> = HashMap::new();
+            for t in self.traces().iter().filter(|t| t.size >= min_size.max(1)) {
+                let key = keys
+                    .entry(t.traceback.frames.as_ptr() as usize)
+                    .or_insert_with(|| key_of(&t.traceback, 0, KeyType::Lineno))
+                    .clone();
+                *by_site.entry((key, t.size)).or_insert(0) += 1;
+            }
+            let mut sites: Vec<DuplicateSite> = by_site
+                .into_iter()
+                .filter(|&(_, count)| count >= 2)
+                .map(|((traceback, block_size), count)| DuplicateSite {
+                    traceback,
+                    block_size,
+                    count,
+                })
+                .collect();
+            sites.sort_by(|a, b| {
+                (b.saved_bytes(), &b.traceback).cmp(&(a.saved_bytes(), &a.traceback))
+            });
+            Duplicates { sites, min_size }
+        })
     }
 }
 

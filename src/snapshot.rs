@@ -3,12 +3,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
 
-use crate::dump::Error;
 use crate::frame::{Frame, Traceback};
 use crate::glob::fnmatch;
-use crate::report::{format_size, DuplicateSite, Duplicates, Top, TopDiff};
 use crate::sampling;
 use crate::scope::untraced;
 
@@ -290,62 +287,6 @@ impl Snapshot {
         }
     }
 
-    /// Writes the snapshot to `path` as JSON (format `tracealloc-snapshot`,
-    /// version 1; strings, frames and tracebacks stored once each). The file
-    /// is written beside `path` under a temporary name of its own
-    /// (`<name>.tmp-<pid>-<n>`), synced, then renamed over it: a crash never
-    /// leaves half a file at `path`, and dumps from several threads or
-    /// processes to one path each leave a complete file (the last renamed
-    /// wins). A process killed in the middle of a dump leaves its temporary
-    /// file behind (as large as the dump had got); nothing removes it later.
-    ///
-    /// # Errors
-    ///
-    /// When the file cannot be written; the error names the path.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tracealloc::{Frame, Snapshot, Trace, Traceback};
-    ///
-    /// let site = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
-    /// let s = Snapshot::new(vec![Trace::new(100, site)], 1);
-    /// let path = std::env::temp_dir().join(format!("tracealloc-doc-{}.json", std::process::id()));
-    /// s.dump(&path)?;
-    /// assert_eq!(Snapshot::load(&path)?, s);
-    /// # std::fs::remove_file(&path).unwrap();
-    /// # Ok::<(), tracealloc::Error>(())
-    /// ```
-    pub fn dump(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        untraced(|| crate::dump::dump(self, path.as_ref()))
-    }
-
-    /// Reads a snapshot written by [`dump`](Self::dump).
-    ///
-    /// A dump is untrusted input: it is read defensively, and within a
-    /// memory bound. `load` uses at most **16 times the file's size plus
-    /// 16 MiB** of heap at its peak (what it has read and what it builds,
-    /// counted as it goes, each block at least malloc's smallest); a file
-    /// that would need more is refused. A dump written by this crate needs
-    /// about 4 to 6 times its size (a trace takes 32 bytes once loaded, from
-    /// about 11 in the file). Frames are
-    /// shared: a traceback holds 8 bytes per frame, however often the file
-    /// repeats one.
-    ///
-    /// Only a regular file is read (never a FIFO or a device, and opening
-    /// one does not block).
-    ///
-    /// # Errors
-    ///
-    /// A missing, unreadable, truncated or corrupt file, another format or
-    /// version, or one past the limits (not a regular file, over 1 GiB, over
-    /// the memory bound, a traceback of more than 4096 frames, a string over
-    /// 64 KiB, a block over `isize::MAX` bytes, an index out of range): an
-    /// [`Error`] naming the path and what is wrong. It never panics.
-    pub fn load(path: impl AsRef<Path>) -> Result<Snapshot, Error> {
-        untraced(|| crate::dump::load(path.as_ref()))
-    }
-
     /// The traced blocks.
     pub fn traces(&self) -> &[Trace] {
         &self.traces
@@ -530,75 +471,33 @@ impl Snapshot {
             }
         })
     }
+}
 
-    /// The `n` biggest keys, ready to print: tracemalloc's "pretty top"
-    /// recipe (see [`Top`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tracealloc::{Frame, KeyType, Snapshot, Trace, Traceback};
-    ///
-    /// let site = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
-    /// let s = Snapshot::new(vec![Trace::new(5 << 20, site)], 1);
-    /// let report = s.top(10, KeyType::Lineno).to_string();
-    /// assert!(report.contains("#1: src/model.rs:42: 5120.0 KiB"));
-    /// assert!(report.ends_with("Total allocated size: 5120.0 KiB\n"));
-    /// ```
-    pub fn top(&self, n: usize, key_type: KeyType) -> Top {
-        untraced(|| Top::new(self.statistics(key_type, false), n, key_type))
+/// A size in bytes as `tracemalloc._format_size` writes it: B, KiB, MiB, GiB,
+/// TiB (dividing by 1024); in a unit above B, one decimal below 100; no
+/// decimal below 10240 or in TiB; `sign` adds `+` to non-negative values.
+/// Rounding is half-to-even, as Python's `%` formatting does on the binary
+/// value.
+pub(crate) fn format_size(size: f64, sign: bool) -> String {
+    let mut size = size;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if size.abs() < 100.0 && unit != "B" {
+            return if sign {
+                format!("{size:+.1} {unit}")
+            } else {
+                format!("{size:.1} {unit}")
+            };
+        }
+        if size.abs() < 10.0 * 1024.0 || unit == "TiB" {
+            return if sign {
+                format!("{size:+.0} {unit}")
+            } else {
+                format!("{size:.0} {unit}")
+            };
+        }
+        size /= 1024.0;
     }
-
-    /// The `n` biggest changes since `old`, ready to print (see [`TopDiff`]).
-    pub fn top_diff(&self, old: &Snapshot, n: usize, key_type: KeyType) -> TopDiff {
-        untraced(|| TopDiff::new(self.compare_to(old, key_type, false), n, key_type))
-    }
-
-    /// Call sites holding two or more live blocks of one size, each at least
-    /// `min_size` bytes: the signature of loading the same resource twice.
-    /// Sites are keyed by the allocating line ([`KeyType::Lineno`]); the
-    /// report says how much sharing one instance would save. Counts are the
-    /// traced blocks' (in a sampled snapshot, blocks far above the sampling
-    /// rate are nearly all traced).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tracealloc::{Frame, Snapshot, Trace, Traceback};
-    ///
-    /// let load = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
-    /// let s = Snapshot::new(vec![Trace::new(64 << 20, load.clone()), Trace::new(64 << 20, load)], 1);
-    /// let d = s.duplicates(1 << 20);
-    /// assert_eq!(d.sites().len(), 1);
-    /// assert_eq!(d.sites()[0].saved_bytes(), 64 << 20);
-    /// assert!(d.to_string().contains("src/model.rs:42: 2 blocks of 64.0 MiB"));
-    /// ```
-    pub fn duplicates(&self, min_size: usize) -> Duplicates {
-        untraced(|| {
-            let mut by_site: HashMap<(Traceback, usize), usize> = HashMap::new();
-            let mut keys: HashMap<usize, Traceback> = HashMap::new();
-            for t in self.traces.iter().filter(|t| t.size >= min_size.max(1)) {
-                let key = keys
-                    .entry(t.traceback.frames.as_ptr() as usize)
-                    .or_insert_with(|| key_of(&t.traceback, 0, KeyType::Lineno))
-                    .clone();
-                *by_site.entry((key, t.size)).or_insert(0) += 1;
-            }
-            let mut sites: Vec<DuplicateSite> = by_site
-                .into_iter()
-                .filter(|&(_, count)| count >= 2)
-                .map(|((traceback, block_size), count)| DuplicateSite {
-                    traceback,
-                    block_size,
-                    count,
-                })
-                .collect();
-            sites.sort_by(|a, b| {
-                (b.saved_bytes(), &b.traceback).cmp(&(a.saved_bytes(), &a.traceback))
-            });
-            Duplicates { sites, min_size }
-        })
-    }
+    unreachable!("the TiB branch returns")
 }
 
 /// `new - old`, saturated to `isize`'s range (sizes from a loaded dump can
@@ -619,7 +518,7 @@ pub(crate) fn sum_diffs(diffs: impl Iterator<Item = isize>) -> isize {
 }
 
 /// The grouping key of frame `i` of `t`.
-fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
+pub(crate) fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
     let Some(frame) = t.frames.get(i) else {
         return Traceback::new(Vec::new());
     };

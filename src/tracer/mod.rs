@@ -37,7 +37,7 @@ use stacks::StackId;
 pub(crate) use state::Session;
 use state::{ALL, OFF, SAMPLED};
 
-/// The highest traceback limit [`start`] accepts.
+/// The highest traceback limit [`start`](crate::start) accepts.
 pub const MAX_NFRAME: usize = 256;
 
 /// Raw frames captured beyond the limit, so that the allocator's and the
