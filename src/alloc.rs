@@ -1,11 +1,14 @@
-//! [`TraceAlloc`]: the crate's only `unsafe impl GlobalAlloc`, the reentrancy
-//! guard, and the thread-exit hook. The bottom layer: every other module is
-//! safe Rust.
+//! [`TraceAlloc`]: the crate's only `unsafe impl GlobalAlloc`, and the
+//! thread-exit hook. With `sys/`, the bottom layer: the only modules with
+//! `unsafe` code.
 //!
 //! The allocation path forwards to the inner allocator first and counts only
 //! what it returned (a null result counts nothing). Counting never allocates,
-//! locks or panics; tracing (when on) takes the tracer's sharded locks and
-//! may grow its tables, always under the [`ReentrancyGuard`].
+//! locks or panics; tracing (when on) is handed the event, under the
+//! reentrancy [`Guard`] (see `guard.rs`): it takes the tracer's sharded locks
+//! and may grow its tables. This call up to the tracer is the one place a
+//! lower layer calls a higher one: the allocator is where events begin, and
+//! a direct call keeps the hot path free of an indirect one.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -581,7 +581,7 @@ pub fn stats() -> Stats {
     }
 }
 
-fn clamp_usize(v: u64) -> usize {
+pub(crate) fn clamp_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 

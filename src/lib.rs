@@ -102,23 +102,35 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![doc(test(attr(deny(warnings))))]
 
+// Layers, bottom up; each calls only those below it (one exception: the
+// allocator hands events up to the tracer). See docs/architecture.md.
+//
+// 1. OS calls and raw reads; with `alloc`, the only `unsafe` code.
+mod sys;
+// 2. The global allocator, and the reentrancy guard as a value.
 mod alloc;
+mod guard;
+// 3. Always-on counters.
 mod counters;
+// 4. Stack capture, interned stacks, the live-block table, sampling, the
+//    session state word.
+mod tracer;
+// 5. Instruction pointers to frames, and trimming.
+mod symbols;
+// 6. The live entry points and the session state machine.
+mod session;
+// 7. Plain data and formats, testable without a global allocator.
 mod dump;
 mod frame;
 mod glob;
-mod guard;
-mod registry;
 mod report;
+mod snapshot;
+// Leaves used across the layers.
+mod registry;
 mod rss;
 mod sampling;
 mod scope;
-mod session;
-mod snapshot;
 mod source;
-mod symbols;
-mod sys;
-mod tracer;
 
 pub use crate::alloc::TraceAlloc;
 #[doc(hidden)]

@@ -255,11 +255,7 @@ pub fn traced_memory() -> (usize, usize) {
         return (0, 0);
     }
     let (bytes, peak) = tracer::traced_memory(&Guard::hold());
-    (clamp(bytes), clamp(peak))
-}
-
-fn clamp(v: u64) -> usize {
-    usize::try_from(v).unwrap_or(usize::MAX)
+    (counters::clamp_usize(bytes), counters::clamp_usize(peak))
 }
 
 /// Sets the peaks to the current values: `peak_bytes` of

@@ -259,6 +259,10 @@ pub(crate) fn prefetch(addr: usize) {
 ))]
 fn for_each_object(mut f: impl FnMut(u64, &[libc::Elf64_Phdr])) {
     type Each<'a> = &'a mut dyn FnMut(u64, &[libc::Elf64_Phdr]);
+    /// # Safety
+    ///
+    /// Called by `dl_iterate_phdr` only: `info` valid for the call, `data`
+    /// the `Each` passed with it.
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
@@ -397,6 +401,10 @@ pub(crate) fn objects_changes() -> u64 {
         target_pointer_width = "64"
     ))]
     {
+        /// # Safety
+        ///
+        /// Called by `dl_iterate_phdr` only: `info` valid for the call and
+        /// `size` bytes long, `data` the `u64` passed with it.
         unsafe extern "C" fn first(
             info: *mut libc::dl_phdr_info,
             size: libc::size_t,

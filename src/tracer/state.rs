@@ -1,11 +1,8 @@
-//! The tracing session's state: one word, changed in one place.
+//! The tracing session's state: one word, changed in one place. The states
+//! and their transitions are drawn in `src/session.rs`, the module of the
+//! entry points that make them.
 //!
 //! ```text
-//!                start(sampled?)
-//!        OFF ───────────────────▶ ALL or SAMPLED ──┐ clear_traces:
-//!         ▲                          │     ▲       │ same mode,
-//!         └────────── stop ──────────┘     └───────┘ new generation
-//!
 //! SESSION   AtomicU64: mode in the low two bits (OFF, ALL, SAMPLED), the
 //!           generation above them; read with one relaxed load on every
 //!           allocator event
