@@ -123,9 +123,11 @@ mod session;
 mod dump;
 mod frame;
 mod glob;
+mod profile;
 mod report;
 mod snapshot;
 // Leaves used across the layers.
+mod method;
 mod registry;
 mod rss;
 mod sampling;
@@ -138,12 +140,14 @@ pub use crate::counters::{__check_allocs, __measure_for_assert};
 pub use crate::counters::{is_installed, measure, stats, Delta, Stats};
 pub use crate::dump::Error;
 pub use crate::frame::{Frame, Traceback};
+pub use crate::profile::{Profile, RunInfo, Site};
 pub use crate::registry::Registry;
 pub use crate::report::{DuplicateSite, Duplicates, Top, TopDiff};
 pub use crate::rss::rss;
 pub use crate::session::{
     capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, object_traceback,
-    reset_peak, start, stop, take_snapshot, traceback_limit, traced_memory, tracer_memory, Config,
+    profile, reset_peak, start, stop, take_snapshot, traceback_limit, traced_memory, tracer_memory,
+    Config,
 };
 pub use crate::snapshot::{Filter, KeyType, Snapshot, Statistic, StatisticDiff, Trace};
 pub use crate::source::{set_source_lines, MAX_SOURCE_BYTES};

@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use crate::counters;
 use crate::frame::Traceback;
 use crate::guard::{Guard, Internal};
+use crate::profile::{Profile, RunInfo, Site};
 use crate::scope::untraced;
 use crate::snapshot::{Snapshot, Trace};
 use crate::symbols;
@@ -538,4 +539,84 @@ pub fn object_traceback<T: ?Sized>(ptr: *const T) -> Option<Traceback> {
         tracer::stack_of(g, addr).map(|(stack, nframe)| symbols::traceback(g, stack, nframe))
     });
     t.clone()
+}
+
+/// The whole-run profile of the tracing session: per call site, the traced
+/// blocks and bytes allocated since the session started (or the last
+/// [`clear_traces`]), those live now and the most the site had live at
+/// once, with what the run was (see [`Profile`] for how exact).
+///
+/// # Panics
+///
+/// When not tracing, or when no [`TraceAlloc`](crate::TraceAlloc) is the
+/// global allocator.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(4);
+///     for i in 0..100 {
+///         drop(std::hint::black_box(vec![0u8; 1000 + i]));
+///     }
+///     let p = tracealloc::profile();
+///     let top = &p.sites()[0];
+///     assert_eq!((top.allocs, top.frees), (100, 100));
+///     println!("{p}");
+///     tracealloc::stop();
+/// }
+/// ```
+#[track_caller]
+pub fn profile() -> Profile {
+    counters::require_installed("profile");
+    let raw = Internal::make(tracer::raw_sites);
+    let Some((sites, nframe, sample_bytes)) = raw.as_ref() else {
+        drop(raw);
+        panic!("tracealloc: profile() needs tracing on: call tracealloc::start() first");
+    };
+    let tracebacks = Internal::make(|g| {
+        sites
+            .iter()
+            .map(|s| symbols::traceback(g, s.stack, *nframe))
+            .collect::<Vec<_>>()
+    });
+    // The profile is the caller's memory: counted, not traced.
+    untraced(|| {
+        let info = RunInfo {
+            pid: std::process::id(),
+            command: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            traceback_limit: *nframe,
+            sample_bytes: *sample_bytes,
+            capture_method: capture_method(),
+            tracer_memory: tracer_memory(),
+        };
+        // Stacks that symbolize alike are one site: an unrolled loop or an
+        // inlined copy calls from several addresses of one line, and
+        // threads reach one line from stacks of different depths.
+        let mut merged: HashMap<&[crate::frame::Frame], Site> = HashMap::new();
+        for (s, t) in sites.iter().zip(tracebacks.iter()) {
+            let site = merged.entry(t.frames()).or_insert_with(|| Site {
+                traceback: t.clone(),
+                allocs: 0,
+                frees: 0,
+                bytes_allocated: 0,
+                live_bytes: 0,
+                max_live_bytes: 0,
+            });
+            site.allocs += s.allocs;
+            site.frees += s.frees;
+            site.bytes_allocated = site.bytes_allocated.saturating_add(s.bytes);
+            site.live_bytes = site.live_bytes.saturating_add(s.live_bytes.max(0) as u64);
+            site.max_live_bytes = site
+                .max_live_bytes
+                .saturating_add(s.max_live_bytes.max(0) as u64);
+        }
+        let sites: Vec<Site> = merged.into_values().collect();
+        Profile::new(sites, info)
+    })
 }

@@ -77,6 +77,10 @@ fn main() -> std::process::ExitCode {
             "fork_child_traces_and_does_not_deadlock",
             fork_child_traces_and_does_not_deadlock,
         ),
+        (
+            "profile_counts_each_site_s_whole_run",
+            profile_counts_each_site_s_whole_run,
+        ),
     ])
 }
 
@@ -712,3 +716,91 @@ fn fork_child_traces_and_does_not_deadlock() {
 
 #[cfg(not(unix))]
 fn fork_child_traces_and_does_not_deadlock() {}
+
+#[inline(never)]
+fn profile_site_a() -> (Vec<u8>, u32) {
+    (black_box(vec![1u8; 1000]), line!())
+}
+
+#[inline(never)]
+fn profile_site_b() -> (Vec<u8>, u32) {
+    (black_box(vec![2u8; 5000]), line!())
+}
+
+/// Known blocks at known lines: 10 of 1000 bytes at site a (4 kept, the
+/// first 6 freed after all were allocated) and 3 of 5000 at site b (each
+/// freed at once); on this thread and on one that has exited.
+fn profile_counts_each_site_s_whole_run() {
+    stop();
+    start(2);
+    let run = || {
+        let mut kept = Vec::new();
+        let mut line_a = 0;
+        for _ in 0..10 {
+            let (v, l) = profile_site_a();
+            line_a = l;
+            kept.push(v);
+        }
+        kept.drain(..6);
+        let mut line_b = 0;
+        for _ in 0..3 {
+            let (v, l) = profile_site_b();
+            line_b = l;
+            drop(v);
+        }
+        (kept, line_a, line_b)
+    };
+    let (kept_here, line_a, line_b) = run();
+    let site = |p: &tracealloc::Profile, line: u32| {
+        p.sites()
+            .iter()
+            .find(|s| s.traceback.frames()[0].lineno() == line)
+            .cloned()
+            .unwrap_or_else(|| panic!("no site at line {line}: {p}"))
+    };
+    let p = tracealloc::profile();
+    let a = site(&p, line_a);
+    assert_eq!(
+        (
+            a.allocs,
+            a.frees,
+            a.bytes_allocated,
+            a.live_bytes,
+            a.live_blocks(),
+            a.max_live_bytes
+        ),
+        (10, 6, 10_000, 4_000, 4, 10_000),
+        "{p}"
+    );
+    let b = site(&p, line_b);
+    assert_eq!(
+        (b.allocs, b.frees, b.bytes_allocated, b.live_bytes),
+        (3, 3, 15_000, 0),
+        "{p}"
+    );
+    // Exact per code address; the optimizer may unroll the loop into up to
+    // three addresses of this line, whose most-live add up.
+    assert!([5_000, 10_000, 15_000].contains(&b.max_live_bytes), "{p}");
+    assert_eq!(p.info().traceback_limit, 2);
+    assert_eq!(p.info().pid, std::process::id());
+    // The same on a thread that has exited: its batches were added then.
+    let kept_there = std::thread::spawn(move || run().0).join().unwrap();
+    let p = tracealloc::profile();
+    let a = site(&p, line_a);
+    assert_eq!((a.allocs, a.frees, a.live_bytes), (20, 12, 8_000), "{p}");
+    // (With 2 frames, the two threads' sites are one: the closure's line
+    // called the allocating function in both.)
+    let b = site(&p, line_b);
+    assert_eq!((b.allocs, b.frees), (6, 6), "{p}");
+    // clear_traces starts the counts over.
+    tracealloc::clear_traces();
+    let p = tracealloc::profile();
+    assert!(
+        p.sites()
+            .iter()
+            .all(|s| s.allocs == 0 || s.traceback.frames()[0].lineno() != line_a),
+        "{p}"
+    );
+    stop();
+    drop((kept_here, kept_there));
+}

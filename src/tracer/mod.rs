@@ -362,6 +362,53 @@ pub(crate) fn raw_traces(g: &Guard) -> Result<Option<RawTraces>, usize> {
     }))
 }
 
+/// One interned stack's whole-run totals, copied out for a profile.
+pub(crate) struct RawSite {
+    pub(crate) stack: StackId,
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
+    pub(crate) bytes: u64,
+    pub(crate) live_bytes: i64,
+    pub(crate) max_live_bytes: i64,
+}
+
+/// The whole-run totals of every stack that allocated in this session
+/// (this thread's pending batches flushed first; other threads' lag by at
+/// most one batch each: 64 events or 64 KiB per stack), with the session's
+/// limit and sampling rate; `None` when not tracing.
+pub(crate) fn raw_sites(_g: &Guard) -> Option<(Vec<RawSite>, usize, Option<u64>)> {
+    let _control = lock(&CONTROL);
+    let mode = state::current().mode();
+    if mode == OFF {
+        return None;
+    }
+    stacks::flush_thread();
+    let mut sites = Vec::new();
+    for id in 0..stacks::count() as StackId {
+        let Some(r) = stacks::record(id) else {
+            continue;
+        };
+        let t = &r.totals;
+        let allocs = t.allocs.load(Relaxed);
+        if allocs == 0 {
+            continue;
+        }
+        sites.push(RawSite {
+            stack: id,
+            allocs,
+            frees: t.frees.load(Relaxed),
+            bytes: t.bytes.load(Relaxed),
+            live_bytes: t.live_bytes.load(Relaxed),
+            max_live_bytes: t.peak_live_bytes.load(Relaxed),
+        });
+    }
+    Some((
+        sites,
+        NFRAME.load(Relaxed),
+        (mode == SAMPLED).then(|| RATE.load(Relaxed)),
+    ))
+}
+
 /// The stack of the traced block at `addr`, and the session's limit.
 pub(crate) fn stack_of(g: &Guard, addr: usize) -> Option<(StackId, usize)> {
     if !active() {
