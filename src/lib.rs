@@ -140,7 +140,7 @@ pub use crate::counters::{__check_allocs, __measure_for_assert};
 pub use crate::counters::{is_installed, measure, stats, Delta, Stats};
 pub use crate::dump::Error;
 pub use crate::frame::{Frame, Traceback};
-pub use crate::profile::{Profile, RunInfo, Site};
+pub use crate::profile::{Metric, Profile, RunInfo, Site};
 pub use crate::registry::Registry;
 pub use crate::report::{DuplicateSite, Duplicates, Top, TopDiff};
 pub use crate::rss::rss;

@@ -104,6 +104,77 @@ impl Profile {
     }
 }
 
+/// What a flame graph of a [`Profile`] measures (see [`Profile::folded`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Bytes allocated over the run.
+    BytesAllocated,
+    /// Blocks allocated over the run.
+    Blocks,
+    /// Bytes live now (what a leak report shows at the end).
+    LiveBytes,
+    /// The most bytes each site had live at once.
+    MaxLiveBytes,
+}
+
+impl Profile {
+    /// The profile as collapsed stacks, the input of flame-graph tools
+    /// (`inferno-flamegraph`, `flamegraph.pl`, speedscope): one line per
+    /// site, its frames from the outermost to the allocating one joined by
+    /// `;`, a space, and the site's figure for `metric` (sites at 0 are
+    /// left out). A frame is written `function (file:line)`; a `;` inside
+    /// a name (as in `[u8; 4]`) is written `,`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+    ///
+    /// fn main() {
+    ///     tracealloc::start(8);
+    ///     drop(std::hint::black_box(vec![0u8; 4096]));
+    ///     let folded = tracealloc::profile().folded(tracealloc::Metric::BytesAllocated);
+    ///     assert!(folded.lines().any(|l| l.ends_with(" 4096")));
+    ///     std::fs::write(std::env::temp_dir().join("heap.folded"), folded).unwrap();
+    ///     tracealloc::stop();
+    /// }
+    /// ```
+    pub fn folded(&self, metric: Metric) -> String {
+        use std::fmt::Write;
+        crate::scope::untraced(|| {
+            let mut out = String::new();
+            for s in &self.sites {
+                let n = match metric {
+                    Metric::BytesAllocated => s.bytes_allocated,
+                    Metric::Blocks => s.allocs,
+                    Metric::LiveBytes => s.live_bytes,
+                    Metric::MaxLiveBytes => s.max_live_bytes,
+                };
+                if n == 0 {
+                    continue;
+                }
+                for (i, f) in s.traceback.frames().iter().rev().enumerate() {
+                    if i > 0 {
+                        out.push(';');
+                    }
+                    let frame = format!("{} ({}:{})", f.function(), f.filename(), f.lineno());
+                    // Names are free text: no `;` (the separator) nor line
+                    // breaks may stay in them.
+                    out.extend(frame.chars().map(|c| match c {
+                        ';' => ',',
+                        '\n' | '\r' => ' ',
+                        c => c,
+                    }));
+                }
+                let _ = writeln!(out, " {n}");
+            }
+            out
+        })
+    }
+}
+
 impl fmt::Display for Profile {
     /// A short table: the ten biggest sites by volume.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -127,5 +198,85 @@ impl fmt::Display for Profile {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    fn profile() -> Profile {
+        let site = |frames: &[(&str, u32, &str)], allocs, bytes, live| Site {
+            traceback: Traceback::new(
+                frames
+                    .iter()
+                    .map(|&(file, line, function)| Frame::new(file, line, function))
+                    .collect(),
+            ),
+            allocs,
+            frees: allocs - 1,
+            bytes_allocated: bytes,
+            live_bytes: live,
+            max_live_bytes: bytes,
+        };
+        Profile::new(
+            vec![
+                site(
+                    &[
+                        ("src/model.rs", 42, "model::load"),
+                        ("src/main.rs", 7, "main"),
+                    ],
+                    2,
+                    2048,
+                    0,
+                ),
+                site(
+                    &[
+                        ("src/buf.rs", 3, "<[u8; 4] as buf::Fill>::fill"),
+                        ("src/main.rs", 9, "main"),
+                    ],
+                    5,
+                    100,
+                    20,
+                ),
+            ],
+            RunInfo {
+                pid: 1,
+                command: vec!["prog".into()],
+                traceback_limit: 2,
+                sample_bytes: None,
+                capture_method: None,
+                tracer_memory: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn folded_stacks_root_first_one_line_per_site() {
+        let p = profile();
+        assert_eq!(
+            p.folded(Metric::BytesAllocated),
+            "main (src/main.rs:7);model::load (src/model.rs:42) 2048\n\
+             main (src/main.rs:9);<[u8, 4] as buf::Fill>::fill (src/buf.rs:3) 100\n"
+        );
+        assert_eq!(
+            p.folded(Metric::LiveBytes),
+            "main (src/main.rs:9);<[u8, 4] as buf::Fill>::fill (src/buf.rs:3) 20\n",
+            "sites at 0 are left out"
+        );
+        assert!(p.folded(Metric::Blocks).ends_with(" 5\n"));
+    }
+
+    /// inferno, as users' flame-graph tools, reads the file and draws it.
+    #[test]
+    fn inferno_draws_the_folded_stacks() {
+        let folded = profile().folded(Metric::BytesAllocated);
+        let mut svg = Vec::new();
+        let mut options = inferno::flamegraph::Options::default();
+        inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.starts_with("<?xml"), "{}", &svg[..100.min(svg.len())]);
+        assert!(svg.contains("model::load (src/model.rs:42)"));
     }
 }
