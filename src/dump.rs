@@ -468,22 +468,30 @@ fn build(
             s.len()
         )));
     }
-    let string = |i: u32, what: &str| {
-        strings.get(i as usize).cloned().ok_or_else(|| {
+    // Entry `i` of a table the file refers to, or what refers out of it.
+    fn entry<T: Clone>(
+        table: &[T],
+        i: u32,
+        who: &str,
+        kind: &str,
+        err: &dyn Fn(String) -> Error,
+    ) -> Result<T, Error> {
+        table.get(i as usize).cloned().ok_or_else(|| {
             err(format!(
-                "{what} refers to string {i}, but there are {}",
-                strings.len()
+                "{who} refers to {kind} {i}, but there are {}",
+                table.len()
             ))
         })
-    };
+    }
+    // The memory a built value takes, from the budget.
+    let spend = |bytes: u64| if charge(bytes) { Ok(()) } else { Err(over()) };
+    let string = |i: u32, who: &str| entry(&strings, i, who, "string", err);
     // Built values, each vector allocated once at its length: a frame is a
     // pointer to a shared 56-byte record; a traceback, 24 bytes and its
     // frames' block (8 bytes a frame after a 16-byte header); a trace, 32
     // bytes. The arrays read from the file are dropped as they are used.
     let frames = frames.0;
-    if !charge(block(8 * frames.len() as u64) + frames.len() as u64 * block(16 + 40)) {
-        return Err(over());
-    }
+    spend(block(8 * frames.len() as u64) + frames.len() as u64 * block(16 + 40))?;
     let mut built_frames = Vec::with_capacity(frames.len());
     for (file_i, line, func_i) in frames {
         built_frames.push(Frame::from_parts(
@@ -494,9 +502,7 @@ fn build(
     }
     let frames = built_frames;
     let tracebacks = tracebacks.0;
-    if !charge(block(24 * tracebacks.len() as u64)) {
-        return Err(over());
-    }
+    spend(block(24 * tracebacks.len() as u64))?;
     let mut built_tracebacks = Vec::with_capacity(tracebacks.len());
     for (total, ids) in tracebacks {
         let ids = ids.0;
@@ -512,25 +518,16 @@ fn build(
                 ids.len()
             )));
         }
-        if !charge(block(16 + 8 * ids.len() as u64)) {
-            return Err(over());
-        }
+        spend(block(16 + 8 * ids.len() as u64))?;
         let mut fs = Vec::with_capacity(ids.len());
         for i in ids {
-            fs.push(frames.get(i as usize).cloned().ok_or_else(|| {
-                err(format!(
-                    "a traceback refers to frame {i}, but there are {}",
-                    frames.len()
-                ))
-            })?);
+            fs.push(entry(&frames, i, "a traceback", "frame", err)?);
         }
         built_tracebacks.push(Traceback::from_parts(fs.into(), total));
     }
     let tracebacks = built_tracebacks;
     let traces = traces.0;
-    if !charge(block(32 * traces.len() as u64)) {
-        return Err(over());
-    }
+    spend(block(32 * traces.len() as u64))?;
     let mut built_traces = Vec::with_capacity(traces.len());
     for (size, tb) in traces {
         if size > isize::MAX as usize {
@@ -538,12 +535,7 @@ fn build(
                 "a trace of {size} bytes is larger than any block can be"
             )));
         }
-        let traceback = tracebacks.get(tb as usize).cloned().ok_or_else(|| {
-            err(format!(
-                "a trace refers to traceback {tb}, but there are {}",
-                tracebacks.len()
-            ))
-        })?;
+        let traceback = entry(&tracebacks, tb, "a trace", "traceback", err)?;
         built_traces.push(Trace::new(size, traceback));
     }
     let traces = built_traces;

@@ -60,6 +60,14 @@ fn frame<T: ?Sized>(ptr: *const T, i: usize) -> (String, u32) {
     (f.filename().to_string(), f.lineno())
 }
 
+/// `(file, line)` of each frame of `t`.
+fn file_lines(t: &tracealloc::Traceback) -> Vec<(String, u32)> {
+    t.frames()
+        .iter()
+        .map(|f| (f.filename().to_string(), f.lineno()))
+        .collect()
+}
+
 fn here(line: u32) -> (String, u32) {
     (file!().to_string(), line)
 }
@@ -370,11 +378,7 @@ fn walk_through_asm_is_redone(caller: unsafe extern "C" fn(extern "C" fn()), asm
     let after = tracealloc::capture_fallbacks();
     let (v, line) = ASM_BLOCK.lock().unwrap().take().expect("allocated");
     let t = object_traceback(v.as_ptr()).expect("traced");
-    let frames: Vec<(String, u32)> = t
-        .frames()
-        .iter()
-        .map(|f| (f.filename().to_string(), f.lineno()))
-        .collect();
+    let frames = file_lines(&t);
     assert_eq!(frames[0], here(line), "{t:?}");
     for f in &frames[1..=asm_frames] {
         assert_eq!(f.0, "<unknown>", "{t:?}");
@@ -496,11 +500,7 @@ fn through_library(lib: &std::path::Path) {
         let line = line!() - 1;
         let ptr = FROM_C.load(std::sync::atomic::Ordering::SeqCst) as *const [u8; 777];
         let t = object_traceback(ptr).expect("traced");
-        let frames: Vec<(String, u32)> = t
-            .frames()
-            .iter()
-            .map(|f| (f.filename().to_string(), f.lineno()))
-            .collect();
+        let frames = file_lines(&t);
         assert_eq!(frames[0], here(FROM_C_SITE), "{t:?}");
         // With its line when the symbolizer read the library's debug
         // information; by the library and the function when it was loaded

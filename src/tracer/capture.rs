@@ -433,10 +433,8 @@ mod cached {
             Err(TryLockError::WouldBlock) => return None,
         };
         let now = current();
-        if !std::ptr::eq(
-            now.map_or(std::ptr::null(), |t| t as *const Tables),
-            old.map_or(std::ptr::null(), |t| t as *const Tables),
-        ) {
+        let ptr = |t: Option<&Tables>| t.map(|t| t as *const Tables);
+        if ptr(now) != ptr(old) {
             // Another thread rebuilt meanwhile.
             return now;
         }

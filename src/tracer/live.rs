@@ -283,11 +283,9 @@ impl LiveMap {
     /// refused.
     fn grow(&mut self) -> bool {
         let cap = (self.slots.len() * 2).max(64);
-        let mut slots = Vec::new();
-        if slots.try_reserve_exact(cap).is_err() {
+        let Some(slots) = super::try_filled(cap, VACANT) else {
             return false;
-        }
-        slots.resize(cap, VACANT);
+        };
         let old = std::mem::replace(&mut self.slots, slots);
         for e in old.into_iter().filter(|e| e.addr != 0) {
             self.place(e);

@@ -218,6 +218,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// `n` copies of `value`, or `None` if the memory is refused: the tracer's
+/// tables grow with this, never with an allocation that aborts.
+pub(crate) fn try_filled<T: Clone>(n: usize, value: T) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, value);
+    Some(v)
+}
+
 /// Lock guards held across `fork()`.
 pub(crate) type Held = Vec<Box<dyn Any>>;
 

@@ -161,19 +161,7 @@ fn hash(frames: &[usize]) -> u64 {
 /// A new stack allocates: under the guard.
 #[inline]
 pub(crate) fn intern(_g: &Guard, frames: &[usize]) -> Option<StackId> {
-    let h = hash(frames);
-    let slot = (h as usize) % CACHE_LEN;
-    let cached = CACHE.try_with(|c| c[slot].get()).unwrap_or((0, EMPTY));
-    if cached.1 != EMPTY && cached.0 == h {
-        if let Some(r) = record(cached.1) {
-            if r.frames() == frames {
-                return Some(cached.1);
-            }
-        }
-    }
-    let id = intern_locked(h, frames)?;
-    let _ = CACHE.try_with(|c| c[slot].set((h, id)));
-    Some(id)
+    lookup(frames, intern_locked)
 }
 
 /// The id of `frames` if they were interned already.
@@ -181,6 +169,18 @@ pub(crate) fn intern(_g: &Guard, frames: &[usize]) -> Option<StackId> {
 /// It takes an index lock: under the guard.
 #[inline]
 pub(crate) fn find(_g: &Guard, frames: &[usize]) -> Option<StackId> {
+    lookup(frames, |h, frames| {
+        lock(&INDEX[index_of(h)]).probe(h, frames).ok()
+    })
+}
+
+/// The id of `frames` from this thread's cache, or else from `locked`
+/// (which searches the index), remembered in the cache.
+#[inline(always)]
+fn lookup(
+    frames: &[usize],
+    locked: impl FnOnce(u64, &[usize]) -> Option<StackId>,
+) -> Option<StackId> {
     let h = hash(frames);
     let slot = (h as usize) % CACHE_LEN;
     let cached = CACHE.try_with(|c| c[slot].get()).unwrap_or((0, EMPTY));
@@ -191,79 +191,58 @@ pub(crate) fn find(_g: &Guard, frames: &[usize]) -> Option<StackId> {
             }
         }
     }
-    let id = find_locked(h, frames)?;
+    let id = locked(h, frames)?;
     let _ = CACHE.try_with(|c| c[slot].set((h, id)));
     Some(id)
 }
 
-fn find_locked(h: u64, frames: &[usize]) -> Option<StackId> {
-    let shard = lock(&INDEX[(h >> 56) as usize % INDEX_SHARDS]);
-    if shard.slots.is_empty() {
-        return None;
-    }
-    let mask = shard.slots.len() - 1;
-    let mut i = h as usize & mask;
-    loop {
-        let (sh, id) = shard.slots[i];
-        if id == EMPTY {
-            return None;
-        }
-        if sh == h && record(id).is_some_and(|r| r.frames() == frames) {
-            return Some(id);
-        }
-        i = (i + 1) & mask;
-    }
+/// The index shard of hash `h`.
+#[inline]
+fn index_of(h: u64) -> usize {
+    (h >> 56) as usize % INDEX_SHARDS
 }
 
-/// `n` copies of `value`, or `None` if the memory is refused.
-fn try_filled<T: Clone>(n: usize, value: T) -> Option<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).ok()?;
-    v.resize(n, value);
-    Some(v)
+impl IndexShard {
+    /// `Ok(id)` if `frames` (of hash `h`) are in the index; else `Err` with
+    /// the free slot where they would go (0 while the index has no slots).
+    fn probe(&self, h: u64, frames: &[usize]) -> Result<StackId, usize> {
+        if self.slots.is_empty() {
+            return Err(0);
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let (sh, id) = self.slots[i];
+            if id == EMPTY {
+                return Err(i);
+            }
+            if sh == h && record(id).is_some_and(|r| r.frames() == frames) {
+                return Ok(id);
+            }
+            i = (i + 1) & mask;
+        }
+    }
 }
 
 fn intern_locked(h: u64, frames: &[usize]) -> Option<StackId> {
-    let mut shard = lock(&INDEX[(h >> 56) as usize % INDEX_SHARDS]);
+    let mut shard = lock(&INDEX[index_of(h)]);
     if shard.slots.is_empty() {
-        shard.slots = try_filled(64, (0, EMPTY))?;
+        shard.slots = super::try_filled(64, (0, EMPTY))?;
     }
-    let mask = shard.slots.len() - 1;
-    let mut i = h as usize & mask;
-    loop {
-        let (sh, id) = shard.slots[i];
-        if id == EMPTY {
-            break;
-        }
-        if sh == h && record(id).is_some_and(|r| r.frames() == frames) {
-            return Some(id);
-        }
-        i = (i + 1) & mask;
-    }
+    let mut i = match shard.probe(h, frames) {
+        Ok(id) => return Some(id),
+        Err(i) => i,
+    };
     // New stack. Everything it needs is allocated first, so that a refusal
     // leaves the table as it was. The index keeps a quarter free; if it
     // cannot grow, it may fill up to all but one slot.
     if (shard.len + 1) * 4 > shard.slots.len() * 3 {
         if grow(&mut shard) {
-            return intern_locked_in(shard, h, frames);
-        }
-        if shard.len + 2 > shard.slots.len() {
+            // The probe starts over in the grown index.
+            i = shard.probe(h, frames).err()?;
+        } else if shard.len + 2 > shard.slots.len() {
             return None;
         }
-    }
-    intern_new(&mut shard, i, h, frames)
-}
-
-/// [`intern_locked`] again after the index grew (the probe starts over).
-fn intern_locked_in(
-    mut shard: std::sync::MutexGuard<'_, IndexShard>,
-    h: u64,
-    frames: &[usize],
-) -> Option<StackId> {
-    let mask = shard.slots.len() - 1;
-    let mut i = h as usize & mask;
-    while shard.slots[i].1 != EMPTY {
-        i = (i + 1) & mask;
     }
     intern_new(&mut shard, i, h, frames)
 }
@@ -302,7 +281,7 @@ fn intern_new(shard: &mut IndexShard, i: usize, h: u64, frames: &[usize]) -> Opt
 
 /// Doubles the index; false (and nothing changed) if the memory is refused.
 fn grow(shard: &mut IndexShard) -> bool {
-    let Some(mut slots) = try_filled(shard.slots.len() * 2, (0, EMPTY)) else {
+    let Some(mut slots) = super::try_filled(shard.slots.len() * 2, (0, EMPTY)) else {
         return false;
     };
     let mask = slots.len() - 1;
