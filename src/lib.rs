@@ -118,12 +118,19 @@ mod tracer;
 // 5. Instruction pointers to frames, and trimming.
 mod symbols;
 // 6. The live entry points and the session state machine.
+mod activate;
 mod session;
 // 7. Plain data and formats, testable without a global allocator.
+mod dhat;
 mod dump;
+#[cfg(feature = "flamegraph")]
+mod flame;
 mod frame;
 mod glob;
+#[cfg(feature = "pprof")]
+mod pprof;
 mod profile;
+mod profile_dump;
 mod report;
 mod snapshot;
 // Leaves used across the layers.

@@ -2,24 +2,32 @@
 //! started, what is live now and the most that was live at once. Plain data.
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use crate::frame::Traceback;
 use crate::method::CaptureMethod;
 use crate::snapshot::format_size;
 
-/// One call site's whole-run figures (see [`Profile`]).
+/// One call site's whole-run figures (see [`Profile`]). In a sampled
+/// session every figure is an estimate: each sampled block counts for the
+/// inverse of its probability of being sampled, as in
+/// [`Snapshot::statistics`](crate::Snapshot::statistics).
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Site {
     /// Where the blocks were allocated (the whole stack, up to the
     /// session's traceback limit).
     pub traceback: Traceback,
-    /// Traced blocks allocated here.
+    /// Traced blocks allocated here since the session started (or the
+    /// profile was reset).
     pub allocs: u64,
-    /// Of those, how many were freed (or reallocated away).
+    /// Traced blocks of this site freed (or reallocated away) since then;
+    /// after a reset, blocks allocated before it count too.
     pub frees: u64,
     /// Bytes of the traced blocks allocated here.
     pub bytes_allocated: u64,
+    /// Traced blocks of this site live now.
+    pub live_blocks: u64,
     /// Bytes of this site's traced blocks live now.
     pub live_bytes: u64,
     /// The most bytes this site had live at once. A site whose line calls
@@ -27,12 +35,38 @@ pub struct Site {
     /// function inlined in several places) adds up each address's most:
     /// an upper bound, reached when they peaked together.
     pub max_live_bytes: u64,
+    /// The blocks this site had live when its live bytes were at
+    /// `max_live_bytes`.
+    pub max_live_blocks: u64,
+    /// Bytes of this site's blocks live at the session's traced peak (see
+    /// [`RunInfo::peak_bytes`]): the peak's composition.
+    pub peak_bytes: u64,
+    /// Blocks of this site live at the session's traced peak.
+    pub peak_blocks: u64,
+    /// The lifetimes of this site's blocks added up: each freed block's,
+    /// and each live block's up to the reading (see
+    /// [`Site::average_lifetime`]).
+    pub total_lifetime: Duration,
+    /// The return address of each frame of `traceback` (inlined frames
+    /// share their caller's), 0 where unknown.
+    pub(crate) addresses: Vec<usize>,
 }
 
 impl Site {
-    /// Traced blocks of this site live now.
-    pub fn live_blocks(&self) -> u64 {
-        self.allocs.saturating_sub(self.frees)
+    /// The average lifetime of this site's blocks, live ones counted up to
+    /// the reading; `None` when the site allocated nothing.
+    pub fn average_lifetime(&self) -> Option<Duration> {
+        let n = self.allocs.max(self.live_blocks);
+        (n > 0).then(|| {
+            Duration::from_nanos((self.total_lifetime.as_nanos() / u128::from(n)) as u64)
+        })
+    }
+
+    /// The code address of each frame of [`traceback`](Site::traceback),
+    /// most recent first (inlined frames share their caller's address), 0
+    /// where unknown (as in a profile loaded from a file that had none).
+    pub fn addresses(&self) -> &[usize] {
+        &self.addresses
     }
 }
 
@@ -52,6 +86,18 @@ pub struct RunInfo {
     pub capture_method: Option<CaptureMethod>,
     /// Bytes the tracer itself held when the profile was read.
     pub tracer_memory: usize,
+    /// When the session started (or the profile was last reset), by the
+    /// wall clock.
+    pub started: SystemTime,
+    /// From `started` to the reading: the time the `live_*` figures
+    /// describe ("the end" in DHAT's words).
+    pub duration: Duration,
+    /// The traced peak: the most bytes in traced blocks at once since
+    /// `started`, as [`traced_memory`](crate::traced_memory) gives it.
+    pub peak_bytes: u64,
+    /// When the sites' `peak_*` figures were taken, from `started`; `None`
+    /// when no block was traced.
+    pub peak_at: Option<Duration>,
 }
 
 /// The whole-run profile of a tracing session, from
@@ -116,6 +162,8 @@ pub enum Metric {
     LiveBytes,
     /// The most bytes each site had live at once.
     MaxLiveBytes,
+    /// Bytes live at the traced peak: what the peak was made of.
+    PeakBytes,
 }
 
 impl Profile {
@@ -151,6 +199,7 @@ impl Profile {
                     Metric::Blocks => s.allocs,
                     Metric::LiveBytes => s.live_bytes,
                     Metric::MaxLiveBytes => s.max_live_bytes,
+                    Metric::PeakBytes => s.peak_bytes,
                 };
                 if n == 0 {
                     continue;
@@ -193,7 +242,7 @@ impl fmt::Display for Profile {
                 format_size(s.bytes_allocated as f64, false),
                 s.allocs,
                 format_size(s.live_bytes as f64, false),
-                s.live_blocks(),
+                s.live_blocks,
                 format_size(s.max_live_bytes as f64, false),
             )?;
         }
@@ -217,8 +266,14 @@ mod tests {
             allocs,
             frees: allocs - 1,
             bytes_allocated: bytes,
+            live_blocks: 1,
             live_bytes: live,
             max_live_bytes: bytes,
+            max_live_blocks: allocs,
+            peak_bytes: bytes,
+            peak_blocks: allocs,
+            total_lifetime: Duration::from_millis(allocs),
+            addresses: frames.iter().map(|_| 0).collect(),
         };
         Profile::new(
             vec![
@@ -248,6 +303,10 @@ mod tests {
                 sample_bytes: None,
                 capture_method: None,
                 tracer_memory: 0,
+                started: SystemTime::UNIX_EPOCH,
+                duration: Duration::from_secs(1),
+                peak_bytes: 2048,
+                peak_at: Some(Duration::from_millis(500)),
             },
         )
     }

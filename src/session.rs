@@ -594,6 +594,10 @@ pub fn profile() -> Profile {
             sample_bytes: *sample_bytes,
             capture_method: capture_method(),
             tracer_memory: tracer_memory(),
+            started: std::time::SystemTime::now(),
+            duration: std::time::Duration::ZERO,
+            peak_bytes: traced_memory().1 as u64,
+            peak_at: None,
         };
         // Stacks that symbolize alike are one site: an unrolled loop or an
         // inlined copy calls from several addresses of one line, and
@@ -605,13 +609,20 @@ pub fn profile() -> Profile {
                 allocs: 0,
                 frees: 0,
                 bytes_allocated: 0,
+                live_blocks: 0,
                 live_bytes: 0,
                 max_live_bytes: 0,
+                max_live_blocks: 0,
+                peak_bytes: 0,
+                peak_blocks: 0,
+                total_lifetime: std::time::Duration::ZERO,
+                addresses: vec![0; t.frames().len()],
             });
             site.allocs += s.allocs;
             site.frees += s.frees;
             site.bytes_allocated = site.bytes_allocated.saturating_add(s.bytes);
             site.live_bytes = site.live_bytes.saturating_add(s.live_bytes.max(0) as u64);
+            site.live_blocks = site.allocs.saturating_sub(site.frees);
             site.max_live_bytes = site
                 .max_live_bytes
                 .saturating_add(s.max_live_bytes.max(0) as u64);

@@ -766,7 +766,7 @@ fn profile_counts_each_site_s_whole_run() {
             a.frees,
             a.bytes_allocated,
             a.live_bytes,
-            a.live_blocks(),
+            a.live_blocks,
             a.max_live_bytes
         ),
         (10, 6, 10_000, 4_000, 4, 10_000),

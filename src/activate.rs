@@ -1,0 +1,1 @@
+//! Profiling a program with one environment variable (TRACEALLOC).

@@ -1,0 +1,3 @@
+//! The `tracealloc` command-line tool (feature `cli`).
+
+fn main() {}

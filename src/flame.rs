@@ -1,0 +1,1 @@
+//! SVG flame graphs of a Profile, drawn through inferno (feature flamegraph).

@@ -1,0 +1,1 @@
+//! pprof: gzipped perftools.profiles.Profile protobuf (feature pprof).
