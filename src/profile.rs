@@ -132,6 +132,65 @@ impl Profile {
         Profile { sites, info }
     }
 
+    /// A profile of a snapshot's live blocks, for the exports that take a
+    /// profile (DHAT, pprof, flame graphs): one site per traceback, whose
+    /// blocks count as allocated, live and at their most (`frees` 0, the
+    /// `peak_*` figures and `peak_at` unknown: 0 and `None`). A sampled
+    /// snapshot's blocks are weighted as in its statistics. The run's
+    /// process and times are unknown: pid 0, no command, `started` at the
+    /// epoch, `duration` 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, Profile, Snapshot, Trace, Traceback};
+    ///
+    /// let at = Traceback::new(vec![Frame::new("src/model.rs", 42, "model::load")]);
+    /// let snapshot = Snapshot::new(vec![Trace::new(4096, at.clone()), Trace::new(4096, at)], 1);
+    /// let p = Profile::from_snapshot(&snapshot);
+    /// assert_eq!((p.sites()[0].live_blocks, p.sites()[0].live_bytes), (2, 8192));
+    /// ```
+    pub fn from_snapshot(snapshot: &crate::snapshot::Snapshot) -> Profile {
+        crate::scope::untraced(|| {
+            let sites = snapshot
+                .statistics(crate::snapshot::KeyType::Traceback, false)
+                .into_iter()
+                .map(|st| {
+                    let (bytes, blocks) = (st.size as u64, st.count as u64);
+                    Site {
+                        addresses: vec![0; st.traceback.frames().len()],
+                        traceback: st.traceback,
+                        allocs: blocks,
+                        frees: 0,
+                        bytes_allocated: bytes,
+                        live_blocks: blocks,
+                        live_bytes: bytes,
+                        max_live_bytes: bytes,
+                        max_live_blocks: blocks,
+                        peak_bytes: 0,
+                        peak_blocks: 0,
+                        total_lifetime: Duration::ZERO,
+                    }
+                })
+                .collect();
+            Profile::new(
+                sites,
+                RunInfo {
+                    pid: 0,
+                    command: Vec::new(),
+                    traceback_limit: snapshot.traceback_limit(),
+                    sample_bytes: snapshot.sample_bytes(),
+                    capture_method: None,
+                    tracer_memory: 0,
+                    started: SystemTime::UNIX_EPOCH,
+                    duration: Duration::ZERO,
+                    peak_bytes: 0,
+                    peak_at: None,
+                },
+            )
+        })
+    }
+
     /// The call sites, biggest volume first.
     pub fn sites(&self) -> &[Site] {
         &self.sites
