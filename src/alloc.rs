@@ -243,11 +243,16 @@ fn after(recorded: Recorded) {
     }
 }
 
+/// A thread's first event (once per thread): arms the thread-exit hook and,
+/// on the process's first, reads `TRACEALLOC` (see `activate.rs`): here,
+/// off the hot path, the check costs the other events nothing. The event is
+/// counted and not yet traced, and no tracer lock is held.
 #[cold]
 #[inline(never)]
 fn on_slot_claimed() {
-    if let Some(_guard) = Guard::enter() {
+    if let Some(guard) = Guard::enter() {
         crate::sys::on_thread_exit(on_thread_exit);
+        crate::activate::on_first_event(&guard);
     }
 }
 

@@ -32,20 +32,23 @@ use crate::snapshot::{Snapshot, Trace};
 const FORMAT: &str = "tracealloc-snapshot";
 const VERSION: u32 = 1;
 /// Files larger than this are refused rather than read.
-const MAX_FILE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 30;
 /// `load` may use this many times the file's size, plus [`BUDGET_EXTRA`].
 const BUDGET_PER_FILE_BYTE: u64 = 16;
 const BUDGET_EXTRA: u64 = 16 << 20;
 /// Tracebacks with more frames than this are refused.
-const MAX_FRAMES: usize = 4096;
+pub(crate) const MAX_FRAMES: usize = 4096;
 /// Strings longer than this are refused.
-const MAX_STRING: usize = 64 * 1024;
+pub(crate) const MAX_STRING: usize = 64 * 1024;
 
-/// Why a snapshot could not be dumped or loaded: the file, and what is wrong.
+/// Why a snapshot (or another file of this crate: a saved profile, a DHAT,
+/// pprof or flame-graph file) could not be written or read: the file, and
+/// what is wrong.
 #[derive(Debug)]
 pub struct Error {
     path: PathBuf,
     action: &'static str,
+    noun: &'static str,
     what: String,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -55,12 +58,30 @@ impl Error {
         Error {
             path: path.to_path_buf(),
             action,
+            noun: "snapshot",
             what: what.into(),
             source: None,
         }
     }
 
-    fn because(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    /// The same error about a file of another kind (`"profile"`): "cannot
+    /// `action` `noun` `path`".
+    pub(crate) fn about(
+        noun: &'static str,
+        action: &'static str,
+        path: &Path,
+        what: impl Into<String>,
+    ) -> Error {
+        Error {
+            noun,
+            ..Error::new(action, path, what)
+        }
+    }
+
+    pub(crate) fn because(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
         self.source = Some(Box::new(source));
         self
     }
@@ -75,8 +96,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tracealloc: cannot {} snapshot {}: {}",
+            "tracealloc: cannot {} {} {}: {}",
             self.action,
+            self.noun,
             self.path.display(),
             self.what
         )?;
@@ -188,13 +210,31 @@ fn encode(s: &Snapshot) -> DumpFile {
 /// Numbers the temporary files of this process's dumps.
 static DUMPS: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `s` to `path` through a temporary file in the same folder,
-/// `<name>.tmp-<pid>-<n>` (`n` counts this process's dumps, so concurrent
-/// dumps never share one; it is created new, never opened over another
-/// file), renamed over `path` once complete and synced.
+/// Writes `s` to `path` atomically (see [`write_atomic`]).
 pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
-    let err = |what: &str| Error::new("dump", path, what);
     let file = encode(s);
+    write_atomic(path, "dump", "snapshot", |w| {
+        serde_json::to_writer(&mut *w, &file)?;
+        w.write_all(b"\n")
+    })
+}
+
+/// Writes a file at `path` through a temporary file in the same folder,
+/// `<name>.tmp-<pid>-<n>` (`n` counts this process's writes, so concurrent
+/// writes never share one; it is created new, never opened over another
+/// file), filled by `write`, synced, and renamed over `path` once complete;
+/// on failure the temporary file is removed. Errors read "cannot `action`
+/// `noun` `path`" ("cannot dump snapshot heap.json").
+pub(crate) fn write_atomic(
+    path: &Path,
+    action: &'static str,
+    noun: &'static str,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), Error> {
+    let err = |what: &str| Error {
+        noun,
+        ..Error::new(action, path, what)
+    };
     let name = path
         .file_name()
         .ok_or_else(|| err("the path names no file"))?;
@@ -205,16 +245,14 @@ pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
         DUMPS.fetch_add(1, Relaxed)
     ));
     let tmp = path.with_file_name(tmp_name);
-    let write = || -> Result<(), Error> {
+    let run = || -> Result<(), Error> {
         let f = File::options()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .map_err(|e| err("cannot create a temporary file beside it").because(e))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
-        serde_json::to_writer(&mut w, &file).map_err(|e| err("cannot write").because(e))?;
-        w.write_all(b"\n")
-            .map_err(|e| err("cannot write").because(e))?;
+        write(&mut w).map_err(|e| err("cannot write").because(e))?;
         let f = w
             .into_inner()
             .map_err(|e| err("cannot write").because(e.into_error()))?;
@@ -222,7 +260,7 @@ pub(crate) fn dump(s: &Snapshot, path: &Path) -> Result<(), Error> {
         std::fs::rename(&tmp, path)
             .map_err(|e| err("cannot rename the temporary file over it").because(e))
     };
-    let result = write();
+    let result = run();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -301,7 +339,7 @@ thread_local! {
 }
 
 /// Takes `bytes` from this thread's load budget; false if it is spent.
-fn charge(bytes: u64) -> bool {
+pub(crate) fn charge(bytes: u64) -> bool {
     BUDGET.with(|b| match b.get().checked_sub(bytes) {
         Some(left) => {
             b.set(left);
@@ -311,18 +349,18 @@ fn charge(bytes: u64) -> bool {
     })
 }
 
-const OVER_BUDGET: &str = "it would take more memory than the limit";
+pub(crate) const OVER_BUDGET: &str = "it would take more memory than the limit";
 
 /// The least a heap block takes (glibc's smallest chunk).
 const HEAP_BLOCK: u64 = 32;
 
 /// What a heap block of `bytes` takes at least.
-fn block(bytes: u64) -> u64 {
+pub(crate) fn block(bytes: u64) -> u64 {
     bytes.next_multiple_of(16).max(HEAP_BLOCK)
 }
 
 /// What an element of the file costs once read, in bytes.
-trait Cost {
+pub(crate) trait Cost {
     fn cost(&self) -> u64;
 }
 
@@ -360,7 +398,7 @@ impl Cost for (usize, u32) {
 
 /// A JSON array read element by element, each charged (twice its size, for
 /// the vector's growth) before the next is read.
-struct Seq<T>(Vec<T>);
+pub(crate) struct Seq<T>(pub(crate) Vec<T>);
 
 impl<'de, T: Deserialize<'de> + Cost> Deserialize<'de> for Seq<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -404,7 +442,23 @@ struct LoadFile {
 /// Reads a snapshot written by [`dump`], checking everything, within a
 /// memory budget of 16 times the file's size plus 16 MiB.
 pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
-    let err = |what: String| Error::new("load", path, what);
+    load_json(path, "snapshot", "not a valid snapshot file", build)
+}
+
+/// Reads the JSON file at `path` as an `F` and makes an `R` of it with
+/// `build`, within a memory budget of 16 times the file's size plus 16 MiB,
+/// charged through [`charge`] (by [`Seq`] while reading, by `build` after).
+/// Only a regular file of at most [`MAX_FILE_BYTES`] is read. `build` gets
+/// the error makers: for what is wrong, and for a spent budget. Errors read
+/// "cannot load `noun` `path`"; a file that is not JSON of the shape of `F`
+/// is `invalid`.
+pub(crate) fn load_json<F: serde::de::DeserializeOwned, R>(
+    path: &Path,
+    noun: &'static str,
+    invalid: &str,
+    build: impl FnOnce(F, &dyn Fn(String) -> Error, &dyn Fn() -> Error) -> Result<R, Error>,
+) -> Result<R, Error> {
+    let err = |what: String| Error::about(noun, "load", path, what);
     let f = crate::sys::open_regular(path, MAX_FILE_BYTES)
         .map_err(|e| err("cannot open".into()).because(e))?;
     let len = f
@@ -421,20 +475,35 @@ pub(crate) fn load(path: &Path) -> Result<Snapshot, Error> {
     let outer = BUDGET.with(|b| b.replace(budget));
     let result = (|| {
         // Read no further than the size checked, should the file grow.
-        let file: LoadFile =
-            serde_json::from_reader(BufReader::with_capacity(1 << 20, f.take(len))).map_err(
-                |e| {
-                    if e.to_string().starts_with(OVER_BUDGET) {
-                        over()
-                    } else {
-                        err("not a valid snapshot file".into()).because(e)
-                    }
-                },
-            )?;
+        let file: F = serde_json::from_reader(BufReader::with_capacity(1 << 20, f.take(len)))
+            .map_err(|e| {
+                if e.to_string().starts_with(OVER_BUDGET) {
+                    over()
+                } else {
+                    err(invalid.into()).because(e)
+                }
+            })?;
         build(file, &err, &over)
     })();
     BUDGET.with(|b| b.set(outer));
     result
+}
+
+/// Entry `i` of a table a file refers to, or an error saying what refers
+/// out of it ("`who` refers to `kind` `i`, but there are ...").
+pub(crate) fn entry<T: Clone>(
+    table: &[T],
+    i: u32,
+    who: &str,
+    kind: &str,
+    err: &dyn Fn(String) -> Error,
+) -> Result<T, Error> {
+    table.get(i as usize).cloned().ok_or_else(|| {
+        err(format!(
+            "{who} refers to {kind} {i}, but there are {}",
+            table.len()
+        ))
+    })
 }
 
 /// The snapshot a parsed file describes; every value charged to the budget.
@@ -467,21 +536,6 @@ fn build(
             "a string of {} bytes is over the limit of {MAX_STRING}",
             s.len()
         )));
-    }
-    // Entry `i` of a table the file refers to, or what refers out of it.
-    fn entry<T: Clone>(
-        table: &[T],
-        i: u32,
-        who: &str,
-        kind: &str,
-        err: &dyn Fn(String) -> Error,
-    ) -> Result<T, Error> {
-        table.get(i as usize).cloned().ok_or_else(|| {
-            err(format!(
-                "{who} refers to {kind} {i}, but there are {}",
-                table.len()
-            ))
-        })
     }
     // The memory a built value takes, from the budget.
     let spend = |bytes: u64| if charge(bytes) { Ok(()) } else { Err(over()) };

@@ -8,6 +8,9 @@
 //!   Thread-locals of this crate have no destructors (they must stay readable
 //!   while threads exit), so this is how a thread hands its resources back.
 //! - [`on_fork`]: `pthread_atfork` handlers.
+//! - [`on_exit`], [`getenv_into`], [`write_stderr`]: C's `atexit`, and the
+//!   environment and the standard error without std's locks or an
+//!   allocation (for `TRACEALLOC`, read on the allocation path).
 //! - [`stack_bounds`] and [`page_size`].
 //! - [`prefetch`]: a cache hint for an address that may not be mapped.
 
@@ -140,6 +143,85 @@ mod imp {
         // whole program.
         unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     }
+
+    /// The function [`on_exit`] arms.
+    static EXIT_FN: OnceLock<fn()> = OnceLock::new();
+
+    extern "C" fn run_exit_fn() {
+        if let Some(f) = EXIT_FN.get() {
+            f();
+        }
+    }
+
+    /// Arranges for `hook` to run when the process exits through the C
+    /// library's `exit` (a return from `main`, `std::process::exit`, the end
+    /// of a `main` that panicked), with C's `atexit`: after the exiting
+    /// thread's thread-local destructors, before the C streams are closed.
+    /// One hook per process (the first one given); false if `atexit`
+    /// refused it. `hook` must not unwind.
+    pub(crate) fn on_exit(hook: fn()) -> bool {
+        if EXIT_FN.set(hook).is_err() {
+            return false;
+        }
+        // SAFETY: `run_exit_fn` is an `extern "C" fn()` that lives for the
+        // whole program and does not unwind (the hook it calls must not).
+        unsafe { libc::atexit(run_exit_fn) == 0 }
+    }
+
+    /// The value of the environment variable `name`, copied into `buf`,
+    /// through the C library's `getenv`: no allocation and no lock (std's
+    /// `env::var_os` takes std's environment lock and allocates, neither
+    /// of which the allocation path may do). `None` when unset;
+    /// `Some(Ok(n))`, the value in `buf[..n]`; `Some(Err(n))` when the
+    /// value's `n` bytes do not fit in `buf` (which then holds the first
+    /// `buf.len()`).
+    ///
+    /// Without the lock, a thread that changes the environment at the same
+    /// moment (`std::env::set_var`, `setenv`) races with the read, as with
+    /// any C code that calls `getenv`: call it where no other thread does
+    /// that (the crate reads it once, at the process's first allocation).
+    pub(crate) fn getenv_into(
+        name: &std::ffi::CStr,
+        buf: &mut [u8],
+    ) -> Option<Result<usize, usize>> {
+        // SAFETY: `name` is NUL-terminated; `getenv` only reads the
+        // environment (a concurrent change is the caller's to avoid, see
+        // above).
+        let value = unsafe { libc::getenv(name.as_ptr()) };
+        if value.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `getenv` result is a NUL-terminated string in
+        // the environment, valid until the variable is changed; it is
+        // copied at once.
+        let value = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes();
+        let n = value.len().min(buf.len());
+        buf[..n].copy_from_slice(&value[..n]);
+        Some(if n == value.len() {
+            Ok(n)
+        } else {
+            Err(value.len())
+        })
+    }
+
+    /// Writes `bytes` to the standard error (file descriptor 2) with
+    /// `write(2)` calls: no allocation, no lock (std's `Stderr` takes a
+    /// reentrant lock), safe on the allocation path and at exit. Errors are
+    /// ignored (there is nowhere to report them).
+    pub(crate) fn write_stderr(mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes.
+            let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+            match usize::try_from(n) {
+                Ok(0) => return,
+                Ok(n) => bytes = &bytes[n.min(bytes.len())..],
+                Err(_)
+                    if std::io::Error::last_os_error().kind()
+                        == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 #[cfg(not(unix))]
@@ -149,9 +231,28 @@ mod imp {
 
     /// Without `fork()`, nothing to do.
     pub(crate) fn on_fork(_prepare: fn(), _parent: fn(), _child: fn()) {}
+
+    /// Without C's `atexit` here, nothing runs at exit.
+    pub(crate) fn on_exit(_hook: fn()) -> bool {
+        false
+    }
+
+    /// Not read without a lock-free `getenv`: reported as unset.
+    pub(crate) fn getenv_into(
+        _name: &std::ffi::CStr,
+        _buf: &mut [u8],
+    ) -> Option<Result<usize, usize>> {
+        None
+    }
+
+    /// Through std's unbuffered `Stderr`.
+    pub(crate) fn write_stderr(bytes: &[u8]) {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(bytes);
+    }
 }
 
-pub(crate) use imp::{on_fork, on_thread_exit};
+pub(crate) use imp::{getenv_into, on_exit, on_fork, on_thread_exit, write_stderr};
 
 /// The calling thread's stack, as `(low, high)` addresses.
 ///
