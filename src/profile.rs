@@ -57,9 +57,8 @@ impl Site {
     /// the reading; `None` when the site allocated nothing.
     pub fn average_lifetime(&self) -> Option<Duration> {
         let n = self.allocs.max(self.live_blocks);
-        (n > 0).then(|| {
-            Duration::from_nanos((self.total_lifetime.as_nanos() / u128::from(n)) as u64)
-        })
+        (n > 0)
+            .then(|| Duration::from_nanos((self.total_lifetime.as_nanos() / u128::from(n)) as u64))
     }
 
     /// The code address of each frame of [`traceback`](Site::traceback),
