@@ -630,9 +630,7 @@ pub fn profile() -> Profile {
                 .saturating_add(count(s.max_live_blocks));
             site.peak_bytes = site.peak_bytes.saturating_add(count(s.peak_bytes));
             site.peak_blocks = site.peak_blocks.saturating_add(count(s.peak_blocks));
-            site.total_lifetime = site
-                .total_lifetime
-                .saturating_add(std::time::Duration::from_nanos(s.lifetimes));
+            site.total_lifetime = site.total_lifetime.saturating_add(s.lifetimes);
         }
         let sites: Vec<Site> = merged.into_values().collect();
         Profile::new(sites, info)

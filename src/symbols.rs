@@ -31,10 +31,13 @@ use crate::tracer::{lock, Held};
 /// standard library's (decided on the full path, before it is shortened).
 type Classified = (Frame, bool);
 
+/// A trimmed traceback, and each of its frames' return address.
+type Located = (Traceback, Arc<[usize]>);
+
 struct Cache {
     ips: HashMap<usize, Arc<[Classified]>>,
     /// The trimmed traceback, and each of its frames' return address.
-    stacks: HashMap<(StackId, usize), (Traceback, Arc<[usize]>)>,
+    stacks: HashMap<(StackId, usize), Located>,
     strings: HashSet<Arc<str>>,
     /// The working directory, to show paths under it as relative ones.
     cwd: Option<String>,
@@ -152,7 +155,7 @@ pub(crate) fn traceback(g: &Guard, id: StackId, nframe: usize) -> Traceback {
 
 /// [`traceback`], and the return address of each of its frames (inlined
 /// frames share their caller's; 0 for a stack with no frame at all).
-pub(crate) fn traceback_at(_g: &Guard, id: StackId, nframe: usize) -> (Traceback, Arc<[usize]>) {
+pub(crate) fn traceback_at(_g: &Guard, id: StackId, nframe: usize) -> Located {
     let mut guard = lock(&CACHE);
     let cache = guard.get_or_insert_with(Cache::new);
     if let Some(t) = cache.stacks.get(&(id, nframe)) {

@@ -445,8 +445,8 @@ pub(crate) struct RawSite {
     pub(crate) max_live_blocks: i64,
     pub(crate) peak_bytes: i64,
     pub(crate) peak_blocks: i64,
-    /// The lifetimes of the stack's blocks, live ones up to the reading (ns).
-    pub(crate) lifetimes: u64,
+    /// The lifetimes of the stack's blocks, live ones up to the reading.
+    pub(crate) lifetimes: std::time::Duration,
 }
 
 /// A whole-run reading: the stacks' totals and the session's parameters
@@ -504,11 +504,11 @@ pub(crate) fn raw_profile(g: &Guard) -> Option<RawProfile> {
             peak_blocks: t.at_peak_blocks.load(Relaxed),
             // A sum of non-negative lifetimes: a "negative" one is a
             // batch's lag, read as none.
-            lifetimes: if (lifetimes as i64) < 0 { 0 } else { lifetimes },
+            lifetimes: peak::span(if (lifetimes as i64) < 0 { 0 } else { lifetimes }),
         });
     }
     let (started, started_wall) = peak::started();
-    let since = |t: u64| std::time::Duration::from_nanos(t.saturating_sub(started));
+    let since = |t: u64| peak::span(t.saturating_sub(started));
     Some(RawProfile {
         sites,
         nframe: NFRAME.load(Relaxed),

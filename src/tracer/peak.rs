@@ -1,8 +1,10 @@
 //! The whole-run profile's clock and the traced peak's composition.
 //!
 //! ```text
-//! BASE                 OnceLock<Instant>: the tracer's clock starts at
-//!                      its first reading; times are ns since then
+//! BASE                 OnceLock<(Instant, ticks)>: when the clock was first
+//!                      read; times are `sys::ticks()` (the time-stamp
+//!                      counter on x86-64), turned into durations at a
+//!                      reading by the rate measured since BASE
 //! STARTED, STARTED_WALL when the session (or the profile's last restart)
 //!                      began: tracer clock, and ns since the Unix epoch
 //! NEXT                 AtomicI64: the traced total (pushed total plus the
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{lock, stacks, Held};
 use crate::guard::Guard;
 
-static BASE: OnceLock<Instant> = OnceLock::new();
+static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
 static STARTED: AtomicU64 = AtomicU64::new(0);
 static STARTED_WALL: AtomicU64 = AtomicU64::new(0);
 static NEXT: AtomicI64 = AtomicI64::new(1);
@@ -47,16 +49,32 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 const NEVER: u64 = u64::MAX;
 
-/// The tracer's clock: nanoseconds since its first reading.
-#[inline]
+/// The tracer's clock, in ticks (see [`span`]).
+#[inline(always)]
 pub(crate) fn now() -> u64 {
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    crate::sys::ticks()
+}
+
+/// `ticks` of the clock as a duration, at the rate the clock has ticked
+/// since it was first read (at the first session's start).
+pub(crate) fn span(ticks: u64) -> Duration {
+    let Some(&(since, first)) = BASE.get() else {
+        return Duration::ZERO;
+    };
+    let (elapsed, counted) = (since.elapsed().as_nanos() as f64, now().wrapping_sub(first));
+    let rate = if counted == 0 || elapsed == 0.0 {
+        1.0
+    } else {
+        elapsed / counted as f64
+    };
+    Duration::from_nanos((ticks as f64 * rate) as u64)
 }
 
 /// A new session, or a restart of the profile: times from now, no peak
 /// recorded (at-peak figures are then those of the live blocks, the traced
 /// total `total`).
 pub(crate) fn restart(total: i64, now: u64) {
+    BASE.get_or_init(|| (Instant::now(), crate::sys::ticks()));
     let wall = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

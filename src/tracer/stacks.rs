@@ -331,6 +331,9 @@ struct Pending {
 }
 
 impl Pending {
+    // A template, copied into each slot (and into a batch made on the
+    // spot): never shared.
+    #[allow(clippy::declare_interior_mutable_const)]
     const EMPTY: Pending = Pending {
         id: Cell::new(EMPTY),
         generation: Cell::new(0),
