@@ -158,6 +158,17 @@ impl PeakTracker {
         }
     }
 
+    /// The total pushed so far (each thread's pending part left out).
+    #[inline(always)]
+    pub(crate) fn pushed(&self) -> i64 {
+        self.flushed.load(Relaxed)
+    }
+
+    /// peak := max(peak, `total`), a total known to have been reached.
+    pub(crate) fn raise(&self, total: i64) {
+        self.peak.fetch_max(total, Relaxed);
+    }
+
     /// The peak given the exact `current` value: never below it.
     pub(crate) fn peak(&self, current: u64) -> u64 {
         u64::try_from(self.peak.load(Relaxed))

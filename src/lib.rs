@@ -153,8 +153,8 @@ pub use crate::report::{DuplicateSite, Duplicates, Top, TopDiff};
 pub use crate::rss::rss;
 pub use crate::session::{
     capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, object_traceback,
-    profile, reset_peak, start, stop, take_snapshot, traceback_limit, traced_memory, tracer_memory,
-    Config,
+    profile, reset_peak, reset_profile, start, stop, take_snapshot, traceback_limit, traced_memory,
+    tracer_memory, Config,
 };
 pub use crate::snapshot::{Filter, KeyType, Snapshot, Statistic, StatisticDiff, Trace};
 pub use crate::source::{set_source_lines, MAX_SOURCE_BYTES};

@@ -57,9 +57,8 @@ impl Site {
     /// the reading; `None` when the site allocated nothing.
     pub fn average_lifetime(&self) -> Option<Duration> {
         let n = self.allocs.max(self.live_blocks);
-        (n > 0).then(|| {
-            Duration::from_nanos((self.total_lifetime.as_nanos() / u128::from(n)) as u64)
-        })
+        (n > 0)
+            .then(|| Duration::from_nanos((self.total_lifetime.as_nanos() / u128::from(n)) as u64))
     }
 
     /// The code address of each frame of [`traceback`](Site::traceback),
@@ -148,18 +147,29 @@ impl Profile {
     /// let at = Traceback::new(vec![Frame::new("src/model.rs", 42, "model::load")]);
     /// let snapshot = Snapshot::new(vec![Trace::new(4096, at.clone()), Trace::new(4096, at)], 1);
     /// let p = Profile::from_snapshot(&snapshot);
-    /// assert_eq!((p.sites()[0].live_blocks, p.sites()[0].live_bytes), (2, 8192));
+    /// let site = &p.sites()[0];
+    /// assert_eq!((site.live_blocks, site.live_bytes), (2, 8192));
+    /// assert_eq!(site.traceback.frames()[0].function(), "model::load");
     /// ```
     pub fn from_snapshot(snapshot: &crate::snapshot::Snapshot) -> Profile {
         crate::scope::untraced(|| {
-            let sites = snapshot
-                .statistics(crate::snapshot::KeyType::Traceback, false)
+            // By whole traceback, functions included (statistics by
+            // traceback keep only files and lines, as tracemalloc's do).
+            let mut groups: std::collections::HashMap<&Traceback, (f64, f64)> =
+                std::collections::HashMap::new();
+            for t in snapshot.traces() {
+                let w = snapshot.weight(t.size);
+                let g = groups.entry(&t.traceback).or_default();
+                g.0 += t.size as f64 * w;
+                g.1 += w;
+            }
+            let sites = groups
                 .into_iter()
-                .map(|st| {
-                    let (bytes, blocks) = (st.size as u64, st.count as u64);
+                .map(|(traceback, (bytes, blocks))| {
+                    let (bytes, blocks) = (bytes.round() as u64, blocks.round() as u64);
                     Site {
-                        addresses: vec![0; st.traceback.frames().len()],
-                        traceback: st.traceback,
+                        addresses: vec![0; traceback.frames().len()],
+                        traceback: traceback.clone(),
                         allocs: blocks,
                         frees: 0,
                         bytes_allocated: bytes,

@@ -572,15 +572,15 @@ pub fn object_traceback<T: ?Sized>(ptr: *const T) -> Option<Traceback> {
 #[track_caller]
 pub fn profile() -> Profile {
     counters::require_installed("profile");
-    let raw = Internal::make(tracer::raw_sites);
-    let Some((sites, nframe, sample_bytes)) = raw.as_ref() else {
+    let raw = Internal::make(tracer::raw_profile);
+    let Some(raw) = raw.as_ref() else {
         drop(raw);
         panic!("tracealloc: profile() needs tracing on: call tracealloc::start() first");
     };
     let tracebacks = Internal::make(|g| {
-        sites
+        raw.sites
             .iter()
-            .map(|s| symbols::traceback(g, s.stack, *nframe))
+            .map(|s| symbols::traceback_at(g, s.stack, raw.nframe))
             .collect::<Vec<_>>()
     });
     // The profile is the caller's memory: counted, not traced.
@@ -590,20 +590,21 @@ pub fn profile() -> Profile {
             command: std::env::args_os()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
-            traceback_limit: *nframe,
-            sample_bytes: *sample_bytes,
+            traceback_limit: raw.nframe,
+            sample_bytes: raw.sample_bytes,
             capture_method: capture_method(),
             tracer_memory: tracer_memory(),
-            started: std::time::SystemTime::now(),
-            duration: std::time::Duration::ZERO,
+            started: raw.started,
+            duration: raw.duration,
             peak_bytes: traced_memory().1 as u64,
-            peak_at: None,
+            peak_at: raw.peak_at,
         };
         // Stacks that symbolize alike are one site: an unrolled loop or an
         // inlined copy calls from several addresses of one line, and
         // threads reach one line from stacks of different depths.
         let mut merged: HashMap<&[crate::frame::Frame], Site> = HashMap::new();
-        for (s, t) in sites.iter().zip(tracebacks.iter()) {
+        let count = |n: i64| n.max(0) as u64;
+        for (s, (t, at)) in raw.sites.iter().zip(tracebacks.iter()) {
             let site = merged.entry(t.frames()).or_insert_with(|| Site {
                 traceback: t.clone(),
                 allocs: 0,
@@ -616,18 +617,59 @@ pub fn profile() -> Profile {
                 peak_bytes: 0,
                 peak_blocks: 0,
                 total_lifetime: std::time::Duration::ZERO,
-                addresses: vec![0; t.frames().len()],
+                addresses: at.to_vec(),
             });
-            site.allocs += s.allocs;
-            site.frees += s.frees;
+            site.allocs = site.allocs.saturating_add(s.allocs);
+            site.frees = site.frees.saturating_add(s.frees);
             site.bytes_allocated = site.bytes_allocated.saturating_add(s.bytes);
-            site.live_bytes = site.live_bytes.saturating_add(s.live_bytes.max(0) as u64);
-            site.live_blocks = site.allocs.saturating_sub(site.frees);
-            site.max_live_bytes = site
-                .max_live_bytes
-                .saturating_add(s.max_live_bytes.max(0) as u64);
+            site.live_bytes = site.live_bytes.saturating_add(count(s.live_bytes));
+            site.live_blocks = site.live_blocks.saturating_add(count(s.live_blocks));
+            site.max_live_bytes = site.max_live_bytes.saturating_add(count(s.max_live_bytes));
+            site.max_live_blocks = site
+                .max_live_blocks
+                .saturating_add(count(s.max_live_blocks));
+            site.peak_bytes = site.peak_bytes.saturating_add(count(s.peak_bytes));
+            site.peak_blocks = site.peak_blocks.saturating_add(count(s.peak_blocks));
+            site.total_lifetime = site.total_lifetime.saturating_add(s.lifetimes);
         }
         let sites: Vec<Site> = merged.into_values().collect();
         Profile::new(sites, info)
     })
+}
+
+/// Restarts the whole-run profile's counts, keeping the live blocks: after
+/// a warm-up, [`profile`] then shows what the steady state allocates.
+/// Allocations, frees and bytes allocated start again from zero; each
+/// site's live figures stay (they are what is there), its most-live and
+/// at-peak figures become its live ones, lifetimes count from now, and the
+/// traced peak becomes the traced bytes now (as [`reset_peak`] does).
+/// Nothing is dropped: unlike [`clear_traces`], live blocks stay traced,
+/// and their frees are counted. Does nothing when not tracing.
+///
+/// Other threads allocating meanwhile may have up to one batch per site
+/// (64 events or 64 KiB) counted on the other side of the restart.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(4);
+///     let cache = std::hint::black_box(vec![0u8; 1 << 20]); // warm-up
+///     tracealloc::reset_profile();
+///     for _ in 0..10 {
+///         drop(std::hint::black_box(vec![0u8; 100]));
+///     }
+///     let p = tracealloc::profile();
+///     assert_eq!(p.bytes_allocated(), 1000);
+///     assert!(p.sites().iter().any(|s| s.live_bytes == 1 << 20 && s.allocs == 0));
+///     drop(cache);
+///     tracealloc::stop();
+/// }
+/// ```
+pub fn reset_profile() {
+    counters::require_installed("reset_profile");
+    Internal::make(tracer::restart_profile);
 }

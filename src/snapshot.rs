@@ -340,7 +340,7 @@ impl Snapshot {
     }
 
     /// How many blocks a traced block of `size` bytes stands for.
-    fn weight(&self, size: usize) -> f64 {
+    pub(crate) fn weight(&self, size: usize) -> f64 {
         match self.sample_bytes {
             Some(rate) => 1.0 / sampling::probability(size, rate).max(f64::MIN_POSITIVE),
             None => 1.0,

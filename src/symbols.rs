@@ -31,9 +31,13 @@ use crate::tracer::{lock, Held};
 /// standard library's (decided on the full path, before it is shortened).
 type Classified = (Frame, bool);
 
+/// A trimmed traceback, and each of its frames' return address.
+type Located = (Traceback, Arc<[usize]>);
+
 struct Cache {
     ips: HashMap<usize, Arc<[Classified]>>,
-    stacks: HashMap<(StackId, usize), Traceback>,
+    /// The trimmed traceback, and each of its frames' return address.
+    stacks: HashMap<(StackId, usize), Located>,
     strings: HashSet<Arc<str>>,
     /// The working directory, to show paths under it as relative ones.
     cwd: Option<String>,
@@ -145,7 +149,13 @@ fn normalize(path: &str) -> String {
 
 /// The trimmed traceback of stack `id`, at most `nframe` frames. Must run
 /// under the reentrancy guard.
-pub(crate) fn traceback(_g: &Guard, id: StackId, nframe: usize) -> Traceback {
+pub(crate) fn traceback(g: &Guard, id: StackId, nframe: usize) -> Traceback {
+    traceback_at(g, id, nframe).0
+}
+
+/// [`traceback`], and the return address of each of its frames (inlined
+/// frames share their caller's; 0 for a stack with no frame at all).
+pub(crate) fn traceback_at(_g: &Guard, id: StackId, nframe: usize) -> Located {
     let mut guard = lock(&CACHE);
     let cache = guard.get_or_insert_with(Cache::new);
     if let Some(t) = cache.stacks.get(&(id, nframe)) {
@@ -153,10 +163,14 @@ pub(crate) fn traceback(_g: &Guard, id: StackId, nframe: usize) -> Traceback {
     }
     let ips = stacks::record(id).map_or(&[][..], |r| r.frames());
     let mut all: Vec<Classified> = Vec::new();
+    let mut at: Vec<usize> = Vec::new();
     for &ip in ips {
-        all.extend(cache.frames_at(ip).iter().cloned());
+        let frames = cache.frames_at(ip);
+        at.extend(std::iter::repeat_n(ip, frames.len()));
+        all.extend(frames.iter().cloned());
     }
-    let t = trimmed(all, nframe);
+    let t = trimmed(all, &mut at, nframe);
+    let t = (t, Arc::from(at));
     cache.stacks.insert((id, nframe), t.clone());
     t
 }
@@ -166,11 +180,14 @@ pub(crate) fn traceback(_g: &Guard, id: StackId, nframe: usize) -> Traceback {
 /// ones) is left, the stack is kept from the first frame not known to be
 /// internal: better an unhelpful frame than none. A stack with no frame at
 /// all (nothing could be captured) is `<unknown>:0`, as tracemalloc gives
-/// it: every traceback has a frame 0.
-fn trimmed(mut frames: Vec<Classified>, nframe: usize) -> Traceback {
+/// it: every traceback has a frame 0. `at`, each frame's address, is
+/// trimmed alike.
+fn trimmed(mut frames: Vec<Classified>, at: &mut Vec<usize>, nframe: usize) -> Traceback {
     if frames.is_empty() {
         let unknown: Arc<str> = Arc::from(UNKNOWN);
         frames.push((Frame::from_parts(unknown.clone(), 0, unknown), false));
+        at.clear();
+        at.push(0);
     }
     let first_user = frames
         .iter()
@@ -182,8 +199,10 @@ fn trimmed(mut frames: Vec<Classified>, nframe: usize) -> Traceback {
             .unwrap_or(0)
     });
     frames.drain(..k);
+    at.drain(..k);
     let total = frames.len();
     frames.truncate(nframe);
+    at.truncate(nframe);
     let frames: Vec<Frame> = frames.into_iter().map(|(f, _)| f).collect();
     Traceback::from_parts(frames.into(), total)
 }
@@ -321,17 +340,25 @@ mod tests {
             frame("src/main.rs", 7, "main"),
             frame("/rustc/x/library/std/src/rt.rs", 9, "lang_start"),
         ];
-        let t = trimmed(frames.clone(), 1);
+        let mut at = vec![10, 20, 30, 40, 50];
+        let t = trimmed(frames.clone(), &mut at, 1);
         assert_eq!(t.frames(), &[frames[2].0.clone()]);
+        assert_eq!(at, [30], "addresses trimmed alike");
         assert_eq!(t.total_nframe(), 3);
-        let t = trimmed(frames.clone(), 10);
+        let t = trimmed(frames.clone(), &mut vec![0; 5], 10);
         assert_eq!(t.frames().len(), 3);
         assert_eq!(t.frames()[1], frames[3].0);
         // Nothing but internal and unknown frames: keep from the unknown one.
-        let t = trimmed(vec![frames[0].clone(), frame(UNKNOWN, 0, "mystery")], 5);
+        let t = trimmed(
+            vec![frames[0].clone(), frame(UNKNOWN, 0, "mystery")],
+            &mut vec![0; 2],
+            5,
+        );
         assert_eq!(t.frames()[0].function(), "mystery");
         // No frame at all: tracemalloc's `<unknown>:0`.
-        let t = trimmed(Vec::new(), 5);
+        let mut at = Vec::new();
+        let t = trimmed(Vec::new(), &mut at, 5);
+        assert_eq!(at, [0]);
         assert_eq!(t.frames(), &[Frame::new(UNKNOWN, 0, UNKNOWN)]);
         assert_eq!(t.total_nframe(), 1);
         assert_eq!(t.to_string(), "<unknown>:0");

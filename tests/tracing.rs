@@ -81,6 +81,19 @@ fn main() -> std::process::ExitCode {
             "profile_counts_each_site_s_whole_run",
             profile_counts_each_site_s_whole_run,
         ),
+        (
+            "profile_knows_the_peak_and_lifetimes",
+            profile_knows_the_peak_and_lifetimes,
+        ),
+        (
+            "peak_by_small_steps_is_within_its_bound",
+            peak_by_small_steps_is_within_its_bound,
+        ),
+        (
+            "reset_profile_keeps_live_blocks",
+            reset_profile_keeps_live_blocks,
+        ),
+        ("sampled_profile_is_weighted", sampled_profile_is_weighted),
     ])
 }
 
@@ -803,4 +816,234 @@ fn profile_counts_each_site_s_whole_run() {
     );
     stop();
     drop((kept_here, kept_there));
+}
+
+#[inline(never)]
+fn peak_site(n: usize, fill: u8) -> (Vec<u8>, u32) {
+    (black_box(vec![fill; n]), line!())
+}
+
+#[inline(never)]
+fn peak_site_c(n: usize) -> (Vec<u8>, u32) {
+    (black_box(vec![3u8; n]), line!())
+}
+
+#[inline(never)]
+fn steady_site(n: usize) -> (Vec<u8>, u32) {
+    (black_box(vec![4u8; n]), line!())
+}
+
+fn site_at(p: &tracealloc::Profile, line: u32) -> tracealloc::Site {
+    p.sites()
+        .iter()
+        .find(|s| s.traceback.frames()[0].lineno() == line)
+        .cloned()
+        .unwrap_or_else(|| {
+            let all: Vec<String> = p
+                .sites()
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} allocs {} frees {} live {}",
+                        s.traceback, s.allocs, s.frees, s.live_blocks
+                    )
+                })
+                .collect();
+            panic!("no site at line {line}: {all:#?}")
+        })
+}
+
+/// A workload whose peak is known: a (1 MiB) and b (512 KiB) live at the
+/// peak, then a freed, then c (256 KiB, smaller) allocated and freed. The
+/// peak's composition is exact on one thread when the peak is reached in
+/// one step; lifetimes are within the clock's resolution of what the test
+/// measures around them.
+fn profile_knows_the_peak_and_lifetimes() {
+    use std::time::{Duration, Instant};
+    stop();
+    let before_start = Instant::now();
+    start(4);
+    let after_start = Instant::now();
+    // Two blocks at one line, by two calls: a, then b.
+    let t_a0 = Instant::now();
+    let (a, line_ab) = peak_site(1 << 20, 1);
+    let t_a1 = Instant::now();
+    let (b, _) = peak_site(512 << 10, 2);
+    let t_b1 = Instant::now();
+    std::thread::sleep(Duration::from_millis(30));
+    let t_free0 = Instant::now();
+    drop(a);
+    let t_free1 = Instant::now();
+    let (c, line_c) = peak_site_c(256 << 10);
+    let t_c1 = Instant::now();
+    std::thread::sleep(Duration::from_millis(20));
+    let t_c2 = Instant::now();
+    drop(c);
+    let t_c3 = Instant::now();
+    let p = tracealloc::profile();
+    let t_read = Instant::now();
+    // a and b: one line, called from two lines of this function.
+    let by_size = |bytes: u64| {
+        p.sites()
+            .iter()
+            .find(|s| s.traceback.frames()[0].lineno() == line_ab && s.bytes_allocated == bytes)
+            .cloned()
+            .unwrap_or_else(|| panic!("no site of {bytes} bytes at line {line_ab}: {p}"))
+    };
+    let (site_a, site_b) = (by_size(1 << 20), by_size(512 << 10));
+    let c = site_at(&p, line_c);
+    // Whole run.
+    assert_eq!(
+        (site_a.allocs, site_a.frees, site_a.live_blocks),
+        (1, 1, 0),
+        "{p}"
+    );
+    assert_eq!(
+        (site_b.allocs, site_b.frees, site_b.live_bytes),
+        (1, 0, 512 << 10),
+        "{p}"
+    );
+    assert_eq!(
+        (site_a.max_live_blocks, site_a.max_live_bytes),
+        (1, 1 << 20),
+        "{p}"
+    );
+    // The peak: a and b, not c.
+    assert_eq!((site_a.peak_blocks, site_a.peak_bytes), (1, 1 << 20), "{p}");
+    assert_eq!(
+        (site_b.peak_blocks, site_b.peak_bytes),
+        (1, 512 << 10),
+        "{p}"
+    );
+    assert_eq!((c.peak_blocks, c.peak_bytes), (0, 0), "{p}");
+    assert_eq!((c.max_live_blocks, c.max_live_bytes), (1, 256 << 10), "{p}");
+    let peak_sum: u64 = p.sites().iter().map(|s| s.peak_bytes).sum();
+    assert!(
+        p.info().peak_bytes >= peak_sum && peak_sum >= 1_572_864,
+        "peak {} vs its composition {peak_sum}: {p}",
+        p.info().peak_bytes
+    );
+    // When: after b was allocated, before a's free returned (from a
+    // session start between `before_start` and `after_start`).
+    let at = p.info().peak_at.expect("a peak was recorded");
+    assert!(
+        at >= t_b1 - after_start && at <= t_free1 - before_start,
+        "peak at {at:?}, b allocated by {:?}, a freed by {:?}",
+        t_b1 - before_start,
+        t_free1 - before_start
+    );
+    assert!(
+        p.info().duration >= t_c3 - after_start && p.info().duration <= t_read - before_start,
+        "{:?}",
+        p.info().duration
+    );
+    // Lifetimes: a lived between (t_free0 - t_a1) and (t_free1 - t_a0); b
+    // is live, counted up to the reading; c's sleep of 20 ms is inside its
+    // lifetime.
+    let (low, high) = (t_free0 - t_a1, t_free1 - t_a0);
+    assert!(
+        site_a.total_lifetime >= low && site_a.total_lifetime <= high,
+        "{:?} not in {low:?}..{high:?}",
+        site_a.total_lifetime
+    );
+    let (low, high) = (t_c3 - t_b1, t_read - t_a1);
+    assert!(
+        site_b.total_lifetime >= low && site_b.total_lifetime <= high,
+        "{:?} not in {low:?}..{high:?}",
+        site_b.total_lifetime
+    );
+    assert!(
+        c.total_lifetime >= t_c2 - t_c1 && c.total_lifetime <= t_c3 - t_free1,
+        "{:?}",
+        c.total_lifetime
+    );
+    assert_eq!(c.average_lifetime(), Some(c.total_lifetime));
+    // The address of each frame is known.
+    let at = site_a.addresses();
+    assert_eq!(at.len(), site_a.traceback.frames().len());
+    assert!(at.iter().all(|&a| a != 0), "{at:?}");
+    stop();
+    drop(b);
+}
+
+/// A peak reached by many small steps, each followed by a free: the
+/// composition is recorded about every 1/128 of growth, so the one kept is
+/// within 1/128 of the traced peak (and never above it).
+fn peak_by_small_steps_is_within_its_bound() {
+    stop();
+    start(4);
+    let mut kept = Vec::new();
+    for i in 0..4000 {
+        kept.push(peak_site(1000, 5).0);
+        drop(black_box(vec![0u8; 10 + i % 7]));
+    }
+    drop(kept);
+    let p = tracealloc::profile();
+    let peak_sum: u64 = p.sites().iter().map(|s| s.peak_bytes).sum();
+    let peak = p.info().peak_bytes;
+    assert!(
+        peak_sum <= peak && peak_sum >= peak - peak / 128 - 2048,
+        "composition {peak_sum} of a peak of {peak}: {p}"
+    );
+    assert!(peak >= 4_000_000, "{peak}");
+    stop();
+}
+
+/// `reset_profile` restarts the counts after a warm-up and keeps the live
+/// blocks traced: their figures stay, their frees are counted.
+fn reset_profile_keeps_live_blocks() {
+    stop();
+    start(4);
+    let (warm, line_warm) = peak_site_c(100_000);
+    for _ in 0..5 {
+        drop(steady_site(1000).0);
+    }
+    tracealloc::reset_profile();
+    let mut line_steady = 0;
+    for _ in 0..3 {
+        let (v, l) = steady_site(2000);
+        line_steady = l;
+        drop(v);
+    }
+    let p = tracealloc::profile();
+    let w = site_at(&p, line_warm);
+    assert_eq!((w.allocs, w.frees, w.bytes_allocated), (0, 0, 0), "{p}");
+    assert_eq!((w.live_blocks, w.live_bytes), (1, 100_000), "{p}");
+    assert_eq!((w.max_live_bytes, w.peak_bytes), (100_000, 100_000), "{p}");
+    let s = site_at(&p, line_steady);
+    assert_eq!((s.allocs, s.frees, s.bytes_allocated), (3, 3, 6000), "{p}");
+    // Per code address; an unrolled loop's addresses add up.
+    assert!([2000, 4000, 6000].contains(&s.max_live_bytes), "{p}");
+    assert_eq!(p.bytes_allocated(), 6000, "only what came after: {p}");
+    assert!(p.info().peak_bytes < 100_000 + 2000 + 1024, "{p:?}");
+    drop(warm);
+    let p = tracealloc::profile();
+    let w = site_at(&p, line_warm);
+    assert_eq!((w.allocs, w.frees, w.live_blocks), (0, 1, 0), "{p}");
+    stop();
+}
+
+/// Sampled: each block counts for the inverse of its probability, as in
+/// statistics.
+fn sampled_profile_is_weighted() {
+    stop();
+    tracealloc::Config::new()
+        .frames(4)
+        .sample_bytes(64 << 10)
+        .start();
+    let mut line = 0;
+    for _ in 0..100_000 {
+        let (v, l) = steady_site(1000);
+        line = l;
+        drop(v);
+    }
+    let p = tracealloc::profile();
+    let s = site_at(&p, line);
+    let close = |x: u64, want: f64| (x as f64 - want).abs() < want * 0.15;
+    assert!(close(s.allocs, 100_000.0), "{p}");
+    assert!(close(s.bytes_allocated, 100e6), "{p}");
+    assert_eq!(s.allocs, s.frees, "{p}");
+    assert_eq!((s.live_blocks, s.live_bytes), (0, 0), "{p}");
+    assert_eq!(p.info().sample_bytes, Some(64 << 10));
+    stop();
 }

@@ -24,7 +24,17 @@ mod x86_64;
 #[cfg(all(target_arch = "aarch64", not(miri)))]
 pub(crate) use aarch64::frame_pointer;
 #[cfg(all(target_arch = "x86_64", not(miri)))]
-pub(crate) use x86_64::{frame_pointer, registers};
+pub(crate) use x86_64::{frame_pointer, registers, ticks};
+
+/// A monotonic clock in nanoseconds since its first reading, where no
+/// cheaper counter is read.
+#[cfg(not(all(target_arch = "x86_64", not(miri))))]
+pub(crate) fn ticks() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
 
 /// No frame pointer to read on this target.
 #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]

@@ -11,6 +11,8 @@
 //!                the thread-local TRACED_PENDING)
 //! live::         address -> (size, stack) of each traced block (sharded)
 //! stacks::       interned stacks and their totals
+//! peak::         the profile's clock, and when to record the traced peak's
+//!                composition
 //! ```
 //!
 //! Every function here that takes a tracer lock first enters the reentrancy
@@ -19,6 +21,7 @@
 
 pub(crate) mod capture;
 pub(crate) mod live;
+pub(crate) mod peak;
 pub(crate) mod sample;
 pub(crate) mod stacks;
 pub(crate) mod state;
@@ -52,7 +55,21 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 static TRACED_PEAK: PeakTracker = PeakTracker::new();
 
 thread_local! {
-    static TRACED_PENDING: Cell<i64> = const { Cell::new(0) };
+    /// This thread's traced bytes not yet pushed to TRACED_PEAK, and the
+    /// session generation they belong to (a new session drops them).
+    static TRACED_PENDING: (Cell<i64>, Cell<u64>) = const { (Cell::new(0), Cell::new(0)) };
+}
+
+/// This thread's pending traced bytes, emptied first if they belong to an
+/// earlier session.
+#[inline(always)]
+fn pending_now(t: &(Cell<i64>, Cell<u64>)) -> &Cell<i64> {
+    let generation = state::current().generation();
+    if t.1.get() != generation {
+        t.1.set(generation);
+        t.0.set(0);
+    }
+    &t.0
 }
 
 // ---------------------------------------------------------------------------
@@ -87,7 +104,28 @@ pub(crate) fn wants(size: usize) -> Option<Session> {
 }
 
 fn add_traced(delta: i64) {
-    let _ = TRACED_PENDING.try_with(|p| TRACED_PEAK.add(p, delta));
+    let _ = TRACED_PENDING.try_with(|t| TRACED_PEAK.add(pending_now(t), delta));
+}
+
+/// A traced block of `size` bytes was entered: counted, and the peak's
+/// record made due if the total rose far enough (see [`peak`]).
+#[inline(always)]
+fn add_traced_alloc(size: usize) {
+    let _ = TRACED_PENDING.try_with(|t| {
+        let p = pending_now(t);
+        TRACED_PEAK.add(p, size as i64);
+        peak::rose_to(TRACED_PEAK.pushed().wrapping_add(p.get()));
+    });
+}
+
+/// The traced total as this thread sees it: the pushed total plus its own
+/// pending bytes.
+fn traced_estimate() -> i64 {
+    TRACED_PEAK.pushed().wrapping_add(
+        TRACED_PENDING
+            .try_with(|t| pending_now(t).get())
+            .unwrap_or(0),
+    )
 }
 
 /// Traces the new block at `addr` in `session` (see [`wants`]). Under the
@@ -141,8 +179,8 @@ fn new_stack(g: &Guard, buf: &mut [usize], n: usize) -> Option<StackId> {
 }
 
 fn insert(g: &Guard, addr: usize, size: usize, id: StackId, session: Session) {
-    match live::insert(g, addr, size, id, session, || add_traced(size as i64)) {
-        Insert::Done => stacks::on_alloc(id, size, session),
+    match live::insert(g, addr, size, id, session, || add_traced_alloc(size)) {
+        Insert::Done => stacks::on_alloc(id, size, session, peak::now()),
         Insert::Stale => {}
         Insert::NoMemory => dropped(),
     }
@@ -156,8 +194,9 @@ fn dropped() {
 /// Forgets the block at `addr`, which is being freed. Under the guard.
 #[inline(never)]
 pub(crate) fn on_free(g: &Guard, addr: usize) {
+    peak::before_free(g, traced_estimate);
     if let Some((b, session)) = live::remove(g, addr, |b| add_traced(-(b.size as i64))) {
-        stacks::on_free(b.stack, b.size, session);
+        stacks::on_free(b.stack, b.size, session, peak::now());
     }
 }
 
@@ -172,6 +211,7 @@ pub(crate) struct Taken {
 /// [`put_back`] and [`finish_take`]. Under the guard.
 #[inline(never)]
 pub(crate) fn take(g: &Guard, addr: usize) -> Option<Taken> {
+    peak::before_free(g, traced_estimate);
     live::remove(g, addr, |b| add_traced(-(b.size as i64)))
         .map(|(block, session)| Taken { block, session })
 }
@@ -181,7 +221,7 @@ pub(crate) fn take(g: &Guard, addr: usize) -> Option<Taken> {
 pub(crate) fn put_back(g: &Guard, addr: usize, t: Taken) {
     let size = t.block.size;
     match live::insert(g, addr, size, t.block.stack, t.session, || {
-        add_traced(size as i64)
+        add_traced_alloc(size)
     }) {
         // Back in the table: as if never taken (its stack's totals were not
         // touched).
@@ -198,12 +238,12 @@ pub(crate) fn put_back(g: &Guard, addr: usize, t: Taken) {
 /// The block taken out is gone for good (the `realloc` succeeded). Under the
 /// guard.
 pub(crate) fn finish(_g: &Guard, t: Taken) {
-    stacks::on_free(t.block.stack, t.block.size, t.session);
+    stacks::on_free(t.block.stack, t.block.size, t.session, peak::now());
 }
 
 /// The calling thread is exiting: push its running traced total.
 pub(crate) fn thread_exit() {
-    let _ = TRACED_PENDING.try_with(|p| TRACED_PEAK.push(p.replace(0)));
+    let _ = TRACED_PENDING.try_with(|t| TRACED_PEAK.push(pending_now(t).replace(0)));
     stacks::flush_thread();
 }
 
@@ -262,7 +302,7 @@ pub(crate) fn begin(
     RATE.store(rate.unwrap_or(0), Relaxed);
     stacks::reset_totals();
     let mode = if rate.is_some() { SAMPLED } else { ALL };
-    live::transition(g, mode, || TRACED_PEAK.clear());
+    live::transition(g, mode, clear_peaks);
     true
 }
 
@@ -272,7 +312,7 @@ pub(crate) fn end(g: &Guard) {
     if !active() {
         return;
     }
-    live::transition(g, OFF, || TRACED_PEAK.clear());
+    live::transition(g, OFF, clear_peaks);
     stacks::reset_totals();
 }
 
@@ -283,8 +323,29 @@ pub(crate) fn clear(g: &Guard) {
     if mode == OFF {
         return;
     }
-    live::transition(g, mode, || TRACED_PEAK.clear());
+    live::transition(g, mode, clear_peaks);
     stacks::reset_totals();
+}
+
+/// Forgets the traced peak and restarts the profile's times (inside a
+/// transition: no block is traced meanwhile).
+fn clear_peaks() {
+    TRACED_PEAK.clear();
+    peak::restart(0, peak::now());
+}
+
+/// Restarts the whole-run counts, keeping the live blocks (see
+/// [`crate::reset_profile`]).
+pub(crate) fn restart_profile(g: &Guard) {
+    let _control = lock(&CONTROL);
+    if !active() {
+        return;
+    }
+    let now = peak::now();
+    let total = live::totals(g).0;
+    TRACED_PEAK.reset(total);
+    stacks::restart_counts(now);
+    peak::restart(i64::try_from(total).unwrap_or(i64::MAX), now);
 }
 
 /// `(current, peak)` traced bytes; `(0, 0)` when not tracing.
@@ -324,6 +385,7 @@ pub(crate) fn dropped_count() -> u64 {
 /// (`take_symbols`): before `fork()`.
 pub(crate) fn hold_all(g: &Guard, held: &mut Held, take_symbols: impl FnOnce(&Guard, &mut Held)) {
     held.push(Box::new(lock(&CONTROL)));
+    peak::hold_all(g, held);
     take_symbols(g, held);
     stacks::hold_all(g, held);
     live::hold_all(g, held);
@@ -378,44 +440,83 @@ pub(crate) struct RawSite {
     pub(crate) frees: u64,
     pub(crate) bytes: u64,
     pub(crate) live_bytes: i64,
+    pub(crate) live_blocks: i64,
     pub(crate) max_live_bytes: i64,
+    pub(crate) max_live_blocks: i64,
+    pub(crate) peak_bytes: i64,
+    pub(crate) peak_blocks: i64,
+    /// The lifetimes of the stack's blocks, live ones up to the reading.
+    pub(crate) lifetimes: std::time::Duration,
+}
+
+/// A whole-run reading: the stacks' totals and the session's parameters
+/// and times.
+pub(crate) struct RawProfile {
+    pub(crate) sites: Vec<RawSite>,
+    pub(crate) nframe: usize,
+    pub(crate) sample_bytes: Option<u64>,
+    /// When the session (or the last restart of its counts) began.
+    pub(crate) started: std::time::SystemTime,
+    /// From then to the reading.
+    pub(crate) duration: std::time::Duration,
+    /// From then to the recorded peak.
+    pub(crate) peak_at: Option<std::time::Duration>,
 }
 
 /// The whole-run totals of every stack that allocated in this session
 /// (this thread's pending batches flushed first; other threads' lag by at
-/// most one batch each: 64 events or 64 KiB per stack), with the session's
-/// limit and sampling rate; `None` when not tracing.
-pub(crate) fn raw_sites(_g: &Guard) -> Option<(Vec<RawSite>, usize, Option<u64>)> {
+/// most one batch each: 64 events or 64 KiB per stack), the peak recorded
+/// first if the total now is past the last record; `None` when not tracing.
+pub(crate) fn raw_profile(g: &Guard) -> Option<RawProfile> {
     let _control = lock(&CONTROL);
     let mode = state::current().mode();
     if mode == OFF {
         return None;
     }
     stacks::flush_thread();
+    peak::record(g, traced_estimate());
+    let now = peak::now();
     let mut sites = Vec::new();
     for id in 0..stacks::count() as StackId {
         let Some(r) = stacks::record(id) else {
             continue;
         };
         let t = &r.totals;
-        let allocs = t.allocs.load(Relaxed);
-        if allocs == 0 {
+        let (allocs, frees) = (t.allocs.load(Relaxed), t.frees.load(Relaxed));
+        let live_blocks = t.live_blocks.load(Relaxed);
+        if allocs == 0 && frees == 0 && live_blocks <= 0 {
             continue;
         }
+        let lifetimes = t
+            .time
+            .load(Relaxed)
+            .wrapping_add((live_blocks.max(0) as u64).wrapping_mul(now));
         sites.push(RawSite {
             stack: id,
             allocs,
-            frees: t.frees.load(Relaxed),
+            frees,
             bytes: t.bytes.load(Relaxed),
             live_bytes: t.live_bytes.load(Relaxed),
+            live_blocks,
             max_live_bytes: t.peak_live_bytes.load(Relaxed),
+            max_live_blocks: t.peak_live_blocks.load(Relaxed),
+            peak_bytes: t.at_peak_bytes.load(Relaxed),
+            peak_blocks: t.at_peak_blocks.load(Relaxed),
+            // A sum of non-negative lifetimes: a "negative" one is a
+            // batch's lag, read as none.
+            lifetimes: peak::span(if (lifetimes as i64) < 0 { 0 } else { lifetimes }),
         });
     }
-    Some((
+    let (started, started_wall) = peak::started();
+    let since = |t: u64| peak::span(t.saturating_sub(started));
+    Some(RawProfile {
         sites,
-        NFRAME.load(Relaxed),
-        (mode == SAMPLED).then(|| RATE.load(Relaxed)),
-    ))
+        nframe: NFRAME.load(Relaxed),
+        sample_bytes: (mode == SAMPLED).then(|| RATE.load(Relaxed)),
+        started: started_wall,
+        duration: since(now),
+        peak_at: peak::recorded_at().map(since),
+    })
 }
 
 /// The stack of the traced block at `addr`, and the session's limit.

@@ -73,7 +73,9 @@ pub(crate) struct StackRecord {
     pub(crate) totals: Totals,
 }
 
-/// A stack's running totals (on a cache line of their own).
+/// A stack's running totals (on a cache line of their own). In a sampled
+/// session each block counts for the inverse of its probability (see
+/// [`weights`]).
 #[derive(Default)]
 #[repr(align(128))]
 pub(crate) struct Totals {
@@ -83,10 +85,20 @@ pub(crate) struct Totals {
     pub(crate) frees: AtomicU64,
     /// Bytes of the traced blocks allocated here.
     pub(crate) bytes: AtomicU64,
-    /// Bytes in this stack's live traced blocks.
+    /// Bytes and blocks of this stack's live traced blocks.
     pub(crate) live_bytes: AtomicI64,
-    /// The highest `live_bytes` reached.
+    pub(crate) live_blocks: AtomicI64,
+    /// The highest `live_bytes` reached, and `live_blocks` then.
     pub(crate) peak_live_bytes: AtomicI64,
+    pub(crate) peak_live_blocks: AtomicI64,
+    /// `live_bytes` and `live_blocks` when the traced peak was last
+    /// recorded (see `tracer::peak`).
+    pub(crate) at_peak_bytes: AtomicI64,
+    pub(crate) at_peak_blocks: AtomicI64,
+    /// The free times of the blocks freed, less the allocation times of all
+    /// blocks (nanoseconds, wrapping): adding `live_blocks` times the time
+    /// now gives the lifetimes of all blocks, live ones up to now.
+    pub(crate) time: AtomicU64,
 }
 
 impl StackRecord {
@@ -310,8 +322,57 @@ struct Pending {
     frees: Cell<u64>,
     bytes: Cell<u64>,
     live: Cell<i64>,
-    /// The highest `live` reached since the last flush.
+    blocks: Cell<i64>,
+    /// The highest `live` reached since the last flush (0, the start,
+    /// included), and `blocks` then.
     peak: Cell<i64>,
+    peak_blocks: Cell<i64>,
+    time: Cell<u64>,
+}
+
+impl Pending {
+    // A template, copied into each slot (and into a batch made on the
+    // spot): never shared.
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: Pending = Pending {
+        id: Cell::new(EMPTY),
+        generation: Cell::new(0),
+        events: Cell::new(0),
+        allocs: Cell::new(0),
+        frees: Cell::new(0),
+        bytes: Cell::new(0),
+        live: Cell::new(0),
+        blocks: Cell::new(0),
+        peak: Cell::new(0),
+        peak_blocks: Cell::new(0),
+        time: Cell::new(0),
+    };
+
+    /// Adds `e` to the batch.
+    #[inline(always)]
+    fn add(&self, e: &Event) {
+        self.allocs.set(self.allocs.get() + e.allocs);
+        self.frees.set(self.frees.get() + e.frees);
+        self.bytes.set(self.bytes.get() + e.bytes);
+        self.live.set(self.live.get() + e.live);
+        self.blocks.set(self.blocks.get() + e.blocks);
+        self.time.set(self.time.get().wrapping_add(e.time));
+        if self.live.get() > self.peak.get() {
+            self.peak.set(self.live.get());
+            self.peak_blocks.set(self.blocks.get());
+        }
+        self.events.set(self.events.get() + 1);
+    }
+}
+
+/// One traced event's change to its stack's totals.
+struct Event {
+    allocs: u64,
+    frees: u64,
+    bytes: u64,
+    live: i64,
+    blocks: i64,
+    time: u64,
 }
 
 const BATCH_SLOTS: usize = 8;
@@ -319,20 +380,7 @@ const BATCH_EVENTS: u32 = 64;
 const BATCH_BYTES: i64 = 64 * 1024;
 
 thread_local! {
-    static PENDING: [Pending; BATCH_SLOTS] = const {
-        [const {
-            Pending {
-                id: Cell::new(EMPTY),
-                generation: Cell::new(0),
-                events: Cell::new(0),
-                allocs: Cell::new(0),
-                frees: Cell::new(0),
-                bytes: Cell::new(0),
-                live: Cell::new(0),
-                peak: Cell::new(0),
-            }
-        }; BATCH_SLOTS]
-    };
+    static PENDING: [Pending; BATCH_SLOTS] = const { [Pending::EMPTY; BATCH_SLOTS] };
 }
 
 /// Adds a batch to its stack's shared totals (if still of this generation),
@@ -344,12 +392,15 @@ fn flush(p: &Pending) {
     if p.events.replace(0) == 0 {
         return;
     }
-    let (allocs, frees, bytes, live, peak) = (
+    let (allocs, frees, bytes, live, blocks, peak, peak_blocks, time) = (
         p.allocs.replace(0),
         p.frees.replace(0),
         p.bytes.replace(0),
         p.live.replace(0),
+        p.blocks.replace(0),
         p.peak.replace(0),
+        p.peak_blocks.replace(0),
+        p.time.replace(0),
     );
     if p.generation.get() != super::state::current().generation() {
         return;
@@ -359,19 +410,24 @@ fn flush(p: &Pending) {
         t.allocs.fetch_add(allocs, Relaxed);
         t.frees.fetch_add(frees, Relaxed);
         t.bytes.fetch_add(bytes, Relaxed);
+        t.time.fetch_add(time, Relaxed);
         // The batch's own high point, on top of the shared value it started
         // from: exact for one thread, within the batches of the others.
         let before = t.live_bytes.fetch_add(live, Relaxed);
-        let high = before + peak.max(live);
-        if high > t.peak_live_bytes.load(Relaxed) {
-            t.peak_live_bytes.fetch_max(high, Relaxed);
+        let before_blocks = t.live_blocks.fetch_add(blocks, Relaxed);
+        let high = before + peak;
+        if high > t.peak_live_bytes.load(Relaxed)
+            && t.peak_live_bytes.fetch_max(high, Relaxed) < high
+        {
+            t.peak_live_blocks
+                .store(before_blocks + peak_blocks, Relaxed);
         }
     }
 }
 
 /// Records an event at `id` in this thread's batch.
 #[inline]
-fn add(id: StackId, generation: u64, allocs: u64, frees: u64, bytes: u64, live: i64) {
+fn add(id: StackId, generation: u64, e: Event) {
     let batched = PENDING.try_with(|slots| {
         let p = &slots[id as usize % BATCH_SLOTS];
         if p.id.get() != id || p.generation.get() != generation {
@@ -379,44 +435,64 @@ fn add(id: StackId, generation: u64, allocs: u64, frees: u64, bytes: u64, live: 
             p.id.set(id);
             p.generation.set(generation);
         }
-        p.allocs.set(p.allocs.get() + allocs);
-        p.frees.set(p.frees.get() + frees);
-        p.bytes.set(p.bytes.get() + bytes);
-        p.live.set(p.live.get() + live);
-        p.peak.set(p.peak.get().max(p.live.get()));
-        let events = p.events.get() + 1;
-        p.events.set(events);
-        if events >= BATCH_EVENTS || p.live.get().abs() > BATCH_BYTES {
+        p.add(&e);
+        if p.events.get() >= BATCH_EVENTS || p.live.get().abs() > BATCH_BYTES {
             flush(p);
         }
     });
     if batched.is_err() {
-        let p = Pending {
-            id: Cell::new(id),
-            generation: Cell::new(generation),
-            events: Cell::new(1),
-            allocs: Cell::new(allocs),
-            frees: Cell::new(frees),
-            bytes: Cell::new(bytes),
-            live: Cell::new(live),
-            peak: Cell::new(live.max(0)),
-        };
+        let p = Pending::EMPTY;
+        p.id.set(id);
+        p.generation.set(generation);
+        p.add(&e);
         flush(&p);
     }
 }
 
-/// A traced block of `size` bytes was allocated at `id`, and entered in the
-/// live table in `session`.
+/// How many blocks, and how many bytes, a traced block of `size` bytes
+/// stands for in `session`: itself, or in a sampled session the inverse of
+/// its probability of being sampled (rounded; at least the block itself).
 #[inline]
-pub(crate) fn on_alloc(id: StackId, size: usize, session: Session) {
-    add(id, session.generation(), 1, 0, size as u64, size as i64);
+fn weights(size: usize, session: Session) -> (u64, u64) {
+    if session.mode() != super::state::SAMPLED {
+        return (1, size as u64);
+    }
+    let p = crate::sampling::probability(size, super::RATE.load(Relaxed)).max(f64::MIN_POSITIVE);
+    let blocks = libm::round(1.0 / p).max(1.0) as u64;
+    let bytes = libm::round(size as f64 / p).max(size as f64) as u64;
+    (blocks, bytes)
+}
+
+/// A traced block of `size` bytes was allocated at `id` at time `now`, and
+/// entered in the live table in `session`.
+#[inline]
+pub(crate) fn on_alloc(id: StackId, size: usize, session: Session, now: u64) {
+    let (blocks, bytes) = weights(size, session);
+    let e = Event {
+        allocs: blocks,
+        frees: 0,
+        bytes,
+        live: bytes as i64,
+        blocks: blocks as i64,
+        time: blocks.wrapping_mul(now).wrapping_neg(),
+    };
+    add(id, session.generation(), e);
 }
 
 /// A traced block of `size` bytes allocated at `id` was taken out of the live
-/// table in `session`.
+/// table in `session` at time `now`.
 #[inline]
-pub(crate) fn on_free(id: StackId, size: usize, session: Session) {
-    add(id, session.generation(), 0, 1, 0, -(size as i64));
+pub(crate) fn on_free(id: StackId, size: usize, session: Session, now: u64) {
+    let (blocks, bytes) = weights(size, session);
+    let e = Event {
+        allocs: 0,
+        frees: blocks,
+        bytes: 0,
+        live: -(bytes as i64),
+        blocks: -(blocks as i64),
+        time: blocks.wrapping_mul(now),
+    };
+    add(id, session.generation(), e);
 }
 
 /// Flushes this thread's batches (at thread exit; and before reading totals
@@ -425,17 +501,61 @@ pub(crate) fn flush_thread() {
     let _ = PENDING.try_with(|slots| slots.iter().for_each(flush));
 }
 
-/// Zeroes every stack's totals (for `clear_traces` and `stop`).
-pub(crate) fn reset_totals() {
+/// Records every stack's live figures as its figures at the traced peak
+/// (this thread's batches flushed first).
+pub(crate) fn record_peak() {
+    flush_thread();
+    for_each_totals(|t| {
+        t.at_peak_bytes.store(t.live_bytes.load(Relaxed), Relaxed);
+        t.at_peak_blocks.store(t.live_blocks.load(Relaxed), Relaxed);
+    });
+}
+
+/// Restarts the counts at time `now`, keeping the live blocks: allocations,
+/// frees and bytes to zero, each stack's most and at-peak figures to its
+/// live ones, lifetimes counted from `now` (this thread's batches flushed
+/// first).
+pub(crate) fn restart_counts(now: u64) {
+    flush_thread();
+    for_each_totals(|t| {
+        let (live, blocks) = (t.live_bytes.load(Relaxed), t.live_blocks.load(Relaxed));
+        t.allocs.store(0, Relaxed);
+        t.frees.store(0, Relaxed);
+        t.bytes.store(0, Relaxed);
+        t.peak_live_bytes.store(live, Relaxed);
+        t.peak_live_blocks.store(blocks, Relaxed);
+        t.at_peak_bytes.store(live, Relaxed);
+        t.at_peak_blocks.store(blocks, Relaxed);
+        t.time
+            .store((blocks as u64).wrapping_mul(now).wrapping_neg(), Relaxed);
+    });
+}
+
+fn for_each_totals(mut f: impl FnMut(&Totals)) {
     for id in 0..count() {
         if let Some(r) = record(id as StackId) {
-            r.totals.allocs.store(0, Relaxed);
-            r.totals.frees.store(0, Relaxed);
-            r.totals.bytes.store(0, Relaxed);
-            r.totals.live_bytes.store(0, Relaxed);
-            r.totals.peak_live_bytes.store(0, Relaxed);
+            f(&r.totals);
         }
     }
+}
+
+/// Zeroes every stack's totals (for `clear_traces` and `stop`).
+pub(crate) fn reset_totals() {
+    for_each_totals(|t| {
+        for a in [&t.allocs, &t.frees, &t.bytes, &t.time] {
+            a.store(0, Relaxed);
+        }
+        for a in [
+            &t.live_bytes,
+            &t.live_blocks,
+            &t.peak_live_bytes,
+            &t.peak_live_blocks,
+            &t.at_peak_bytes,
+            &t.at_peak_blocks,
+        ] {
+            a.store(0, Relaxed);
+        }
+    });
 }
 
 /// Takes every index lock into `held` (before `fork()`).
@@ -476,15 +596,21 @@ mod tests {
         assert_eq!(intern(&Guard::hold(), &[1, 2, 3, 0xdead_0001]), Some(a));
         assert_eq!(record(a).unwrap().frames(), &[1, 2, 3, 0xdead_0001]);
         let now = super::super::state::current();
-        on_alloc(b, 100, now);
-        on_alloc(b, 50, now);
-        on_free(b, 100, now);
+        on_alloc(b, 100, now, 10);
+        on_alloc(b, 50, now, 20);
+        on_free(b, 100, now, 50);
         flush_thread();
         let r = record(b).unwrap();
         assert_eq!(r.totals.allocs.load(Relaxed), 2);
         assert_eq!(r.totals.frees.load(Relaxed), 1);
         assert_eq!(r.totals.live_bytes.load(Relaxed), 50);
         assert_eq!(r.totals.peak_live_bytes.load(Relaxed), 150);
+        assert_eq!(r.totals.live_blocks.load(Relaxed), 1);
+        assert_eq!(r.totals.peak_live_blocks.load(Relaxed), 2);
+        // Lifetimes: 50 - 10 for the freed block; the live one's, up to
+        // time 70, is 70 - 20.
+        let time = r.totals.time.load(Relaxed);
+        assert_eq!(time.wrapping_add(70), 40 + 50);
     }
 
     #[test]
