@@ -516,3 +516,72 @@ fn through_library(lib: &std::path::Path) {
         drop(unsafe { Box::from_raw(ptr as *mut [u8; 777]) });
     }
 }
+
+/// The whole-run profile in the test harness: exact per-site totals, the
+/// peak's composition (a and b live at the peak; a freed; c smaller, later),
+/// and a DHAT file naming this file's lines.
+fn profile_of_the_four_sites() {
+    check_method();
+    let a = black_box(site_a(3 << 20));
+    let b = black_box(site_b(2 << 20));
+    drop(a);
+    let c = black_box(site_c(1 << 17));
+    drop(c);
+    for _ in 0..10 {
+        drop(black_box(site_d(5000)));
+    }
+    let p = tracealloc::profile();
+    let site = |line: u32| {
+        let found: Vec<_> = p
+            .sites()
+            .iter()
+            .filter(|s| file_lines(&s.traceback).first() == Some(&here(line)))
+            .collect();
+        assert_eq!(found.len(), 1, "one site at line {line}: {p}");
+        found[0].clone()
+    };
+    let (sa, sb, sc, sd) = (site(SITE_A), site(SITE_B), site(SITE_C), site(SITE_D));
+    let figures = |s: &tracealloc::Site| (s.allocs, s.frees, s.bytes_allocated, s.live_bytes);
+    assert_eq!(figures(&sa), (1, 1, 3 << 20, 0), "{p}");
+    assert_eq!(figures(&sb), (1, 0, 2 << 20, 2 << 20), "{p}");
+    assert_eq!(figures(&sc), (1, 1, 1 << 20, 0), "{p}");
+    assert_eq!(figures(&sd), (10, 10, 50_000, 0), "{p}");
+    assert_eq!(
+        (sa.peak_bytes, sb.peak_bytes, sc.peak_bytes),
+        (3 << 20, 2 << 20, 0),
+        "{p}"
+    );
+    assert_eq!((sc.max_live_bytes, sc.max_live_blocks), (1 << 20, 1), "{p}");
+    assert!(p.info().peak_bytes >= 5 << 20, "{:?}", p.info());
+    assert!(sa.total_lifetime > std::time::Duration::ZERO, "{sa:?}");
+    // DHAT: parsed, and naming these sites.
+    let dhat: serde_json::Value = serde_json::from_str(&p.dhat()).unwrap();
+    let ftbl = dhat["ftbl"].as_array().unwrap();
+    for line in [SITE_A, SITE_B, SITE_C, SITE_D] {
+        let at = format!("{}:{line}:", file!());
+        assert!(
+            ftbl.iter().any(|f| f.as_str().unwrap().contains(&at)),
+            "no frame at {at} in {ftbl:?}"
+        );
+    }
+    drop(b);
+}
+
+#[test]
+fn profile_on_the_test_thread() {
+    let _s = Session::lock();
+    tracealloc::start(1);
+    profile_of_the_four_sites();
+}
+
+#[test]
+fn profile_on_a_spawned_thread() {
+    let _s = Session::lock();
+    std::thread::spawn(|| {
+        tracealloc::start(1);
+        profile_of_the_four_sites();
+        tracealloc::stop();
+    })
+    .join()
+    .unwrap();
+}
