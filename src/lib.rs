@@ -82,6 +82,25 @@
 //! - What this crate's functions return (snapshots, statistics, reports) is
 //!   counted (it is heap you hold) but never traced.
 //!
+//! # Whole-run profiles
+//!
+//! [`profile`] reads the session's whole run per call site (allocated, most
+//! live, live at the traced peak, live now, lifetimes; [`reset_profile`]
+//! after a warm-up), written with [`Profile::dhat`] for valgrind's
+//! `dh_view.html`, [`Profile::folded`] for flame-graph tools, and saved with
+//! [`Profile::save`] for the `tracealloc` command-line tool. With the
+//! allocator line in place, `TRACEALLOC="out=heap.dhat.json"` in the
+//! environment profiles a program without a code change (docs/profiling.md
+//! in the repository).
+//!
+//! # Cargo features
+//!
+//! None is on by default: counting and tracing need none of them.
+//! - `pprof`: `Profile::pprof` / `Snapshot::pprof`, gzipped protobuf for
+//!   `go tool pprof`, Pyroscope, Parca, Grafana (adds prost and flate2).
+//! - `flamegraph`: `Profile::flamegraph`, SVG flame graphs (adds inferno).
+//! - `cli`: the `tracealloc` binary (adds clap, and both of the above).
+//!
 //! # Caveats
 //!
 //! - One set of counters per process: install one [`TraceAlloc`] as the

@@ -102,17 +102,44 @@ pub struct RunInfo {
 /// The whole-run profile of a tracing session, from
 /// [`profile`](crate::profile): per call site (stack), the traced blocks
 /// and bytes allocated since the session started (or the last
-/// [`clear_traces`](crate::clear_traces)), those live now, and the most the
-/// site had live at once; sorted by bytes allocated, biggest first.
+/// [`clear_traces`](crate::clear_traces) or
+/// [`reset_profile`](crate::reset_profile)), those live now, the most the
+/// site had live at once, those live at the session's traced peak, and how
+/// long its blocks lived; sorted by bytes allocated, biggest first.
 ///
 /// Where a snapshot sees what is live at one moment, a profile sees the
-/// whole run's volume: short-lived blocks that no snapshot catches.
+/// whole run's volume: short-lived blocks that no snapshot catches, what
+/// the peak was made of, and what was still live at the end. It is written
+/// for the viewers people use: [`dhat`](Profile::dhat) (valgrind's
+/// `dh_view.html`), `pprof` (feature `pprof`), [`folded`](Profile::folded)
+/// and `flamegraph` (feature `flamegraph`), and saved for the `tracealloc`
+/// command-line tool with [`save`](Profile::save).
 ///
-/// Exactness: each thread adds its events to shared per-site totals in
-/// batches (64 events or 64 KiB per site); the reading thread's own batches
-/// are added first, another live thread's can lag by one batch per site,
-/// and a thread that has exited has added everything. With sampling, the
-/// figures are those of the sampled blocks, not estimates of the whole.
+/// # Exactness
+///
+/// - **Totals.** Each thread adds its events to shared per-site totals in
+///   batches (64 events or 64 KiB per site); the reading thread's own
+///   batches are added first, another live thread's can lag by one batch
+///   per site, and a thread that has exited has added everything. On one
+///   thread, every figure is exact.
+/// - **The peak's composition** (`peak_bytes`, `peak_blocks`). The live
+///   figures of every site are copied at the first traced free after the
+///   traced total rose 1/128 above the last copy, and at a reading: the
+///   copy is of a moment when the total was at least 128/129 of the traced
+///   peak ([`RunInfo::peak_bytes`], which is never below the copy's total),
+///   and exactly the peak when the peak was reached by an allocation of
+///   more than 1/128 of it. (Copying at every new high would cost a pass
+///   over the sites at each step of a growing program.) Other threads
+///   allocating at that moment can be missing up to 64 KiB each from the
+///   copy's total and one batch per site from its sites.
+/// - **Lifetimes** are the sum over blocks of (free time - allocation
+///   time), live blocks counted up to the reading, read from the processor's
+///   time-stamp counter (x86-64) or the monotonic clock: within the clock's
+///   resolution (nanoseconds).
+/// - **Sampling.** In a sampled session each sampled block counts for the
+///   inverse of its probability, as in
+///   [`Snapshot::statistics`](crate::Snapshot::statistics): the figures
+///   are estimates of the whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
     sites: Vec<Site>,
