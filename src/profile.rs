@@ -92,7 +92,8 @@ pub struct RunInfo {
     /// describe ("the end" in DHAT's words).
     pub duration: Duration,
     /// The traced peak: the most bytes in traced blocks at once since
-    /// `started`, as [`traced_memory`](crate::traced_memory) gives it.
+    /// `started`, as [`traced_memory`](crate::traced_memory) gives it (in
+    /// a sampled session, the sampled blocks' bytes, not an estimate).
     pub peak_bytes: u64,
     /// When the sites' `peak_*` figures were taken, from `started`; `None`
     /// when no block was traced.
@@ -323,23 +324,31 @@ impl Profile {
 impl fmt::Display for Profile {
     /// A short table: the ten biggest sites by volume.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        let size = |n: u64| format_size(n as f64, false);
+        write!(
             f,
-            "Whole-run profile: {} sites, {} allocated",
+            "Whole-run profile: {} sites, {} allocated in {:.3} s, traced peak {}",
             self.sites.len(),
-            format_size(self.bytes_allocated() as f64, false)
+            size(self.bytes_allocated()),
+            self.info.duration.as_secs_f64(),
+            size(self.info.peak_bytes),
         )?;
+        match self.info.peak_at {
+            Some(at) => writeln!(f, " at {:.3} s", at.as_secs_f64())?,
+            None => writeln!(f)?,
+        }
         for (i, s) in self.sites.iter().take(10).enumerate() {
             writeln!(
                 f,
-                "#{}: {}: {} in {} blocks, {} live in {}, at most {} live",
+                "#{}: {}: {} in {} blocks, {} live in {}, at most {} live, {} at the peak",
                 i + 1,
                 s.traceback,
-                format_size(s.bytes_allocated as f64, false),
+                size(s.bytes_allocated),
                 s.allocs,
-                format_size(s.live_bytes as f64, false),
+                size(s.live_bytes),
                 s.live_blocks,
-                format_size(s.max_live_bytes as f64, false),
+                size(s.max_live_bytes),
+                size(s.peak_bytes),
             )?;
         }
         Ok(())
