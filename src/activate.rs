@@ -134,6 +134,9 @@ enum Kind {
     Folded,
     /// `.svg`: a flame graph of bytes allocated (feature `flamegraph`).
     Svg,
+    /// `.profile.json`: the whole-run profile saved for `Profile::load` and
+    /// the `tracealloc` command-line tool.
+    Profile,
     /// `.json` (other than `.dhat.json`): a snapshot dump of the blocks
     /// live at exit, for `Snapshot::load`.
     Snapshot,
@@ -149,6 +152,7 @@ impl Kind {
         };
         [
             (".dhat.json", Kind::Dhat),
+            (".profile.json", Kind::Profile),
             (".pb.gz", Kind::Pprof),
             (".folded", Kind::Folded),
             (".svg", Kind::Svg),
@@ -235,6 +239,8 @@ enum ParseError<'a> {
     NotUtf8,
     EmptyItem,
     NotKeyValue(&'a str),
+    /// A path with `=` or `;`: items joined with the wrong separator.
+    Separator(&'a str),
     UnknownKey(&'a str),
     EmptyValue(&'a str),
     Twice(&'a str),
@@ -261,7 +267,14 @@ impl fmt::Display for ParseError<'_> {
             ParseError::TooLong(n) => write!(f, "{n} bytes long, over the limit of {MAX_SPEC}"),
             ParseError::NotUtf8 => f.write_str("not UTF-8"),
             ParseError::EmptyItem => f.write_str("an empty item between commas"),
+            ParseError::NotKeyValue(item) if Kind::of(item).is_some() => {
+                write!(f, "`{item}` is not key=value (did you mean out={item}?)")
+            }
             ParseError::NotKeyValue(item) => write!(f, "`{item}` is not key=value"),
+            ParseError::Separator(p) => write!(
+                f,
+                "out={p}: a path with `=` or `;` (separate items with `,`)"
+            ),
             ParseError::UnknownKey(key) => write!(
                 f,
                 "unknown key `{key}` (the keys are frames, sample, capture and out)"
@@ -288,8 +301,8 @@ impl fmt::Display for ParseError<'_> {
             ParseError::Capture(v) => write!(f, "capture={v}: use fp, unwind or auto"),
             ParseError::OutKind(p) => write!(
                 f,
-                "out={p}: the file name must end in .dhat.json, .pb.gz, .folded, .svg or .json \
-                 (it chooses the format)"
+                "out={p}: the file name must end in .dhat.json, .profile.json, .pb.gz, .folded, \
+                 .svg or .json (it chooses the format)"
             ),
             ParseError::OutFeature(p, feature) => write!(
                 f,
@@ -362,6 +375,9 @@ fn parse(raw: &[u8]) -> Result<Option<Spec<'_>>, ParseError<'_>> {
                 });
             }
             _ => {
+                if value.contains(['=', ';']) {
+                    return Err(ParseError::Separator(value));
+                }
                 let kind = Kind::of(value).ok_or(ParseError::OutKind(value))?;
                 if let Some(feature) = kind.missing_feature() {
                     return Err(ParseError::OutFeature(value, feature));
@@ -538,6 +554,11 @@ fn write_outputs(active: &Active) {
             .then(crate::session::take_snapshot);
         for out in outs {
             let path = out.resolve(pid, active.cwd.as_deref());
+            // `target/` may not exist (CARGO_TARGET_DIR elsewhere, a
+            // workspace member): the folder is made, as a user would.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
             if let Err(e) = write_output(out.kind, &path, profile.as_ref(), snapshot.as_ref()) {
                 let mut line = Line::new();
                 let _ = write!(line, "{e}");
@@ -558,6 +579,7 @@ fn write_output(
     let written = match kind {
         Kind::Snapshot => snapshot.ok_or_else(missing)?.dump(path),
         Kind::Dhat => profile.ok_or_else(missing)?.write_dhat(path),
+        Kind::Profile => profile.ok_or_else(missing)?.save(path),
         Kind::Folded => {
             let folded = profile.ok_or_else(missing)?.folded(Metric::BytesAllocated);
             crate::dump::write_atomic(path, "write", "collapsed stacks", |w| {
@@ -697,6 +719,14 @@ mod tests {
         assert_eq!(err("frames=16,,out=a.json"), "an empty item between commas");
         assert_eq!(err("frames=16,"), "an empty item between commas");
         assert_eq!(err("frames"), "`frames` is not key=value");
+        assert_eq!(
+            err("heap.dhat.json"),
+            "`heap.dhat.json` is not key=value (did you mean out=heap.dhat.json?)"
+        );
+        assert_eq!(
+            err("out=a.dhat.json;out=b.folded"),
+            "out=a.dhat.json;out=b.folded: a path with `=` or `;` (separate items with `,`)"
+        );
         assert_eq!(
             err("depth=3"),
             "unknown key `depth` (the keys are frames, sample, capture and out)"

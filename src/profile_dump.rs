@@ -511,6 +511,13 @@ pub(crate) fn kind_of(path: &Path) -> Result<Kind, Error> {
         .filter(|name| name == SNAPSHOT_FORMAT || name == FORMAT);
     let format = match fast {
         Some(name) => name,
+        None if text.contains("\"dhatFileVersion\"") => {
+            return Err(err(
+                "a DHAT file, not a snapshot dump or a saved profile: open it in \
+                 valgrind's dh_view.html"
+                    .into(),
+            ));
+        }
         None => {
             #[derive(Deserialize)]
             struct Probe {

@@ -575,7 +575,10 @@ pub fn profile() -> Profile {
     let raw = Internal::make(tracer::raw_profile);
     let Some(raw) = raw.as_ref() else {
         drop(raw);
-        panic!("tracealloc: profile() needs tracing on: call tracealloc::start() first");
+        panic!(
+            "tracealloc: profile() needs tracing on: call tracealloc::start() first, \
+             or run the program with TRACEALLOC=out=heap.dhat.json"
+        );
     };
     let tracebacks = Internal::make(|g| {
         raw.sites

@@ -176,7 +176,8 @@ pub(crate) fn traceback_at(_g: &Guard, id: StackId, nframe: usize) -> Located {
 }
 
 /// Drops this crate's, the unwinder's and the standard library's frames from
-/// the top, then keeps `nframe`. If nothing but such frames (or unknown
+/// the top, and those below the last user frame (the runtime that called
+/// `main` or started the thread), then keeps `nframe`. If nothing but such frames (or unknown
 /// ones) is left, the stack is kept from the first frame not known to be
 /// internal: better an unhelpful frame than none. A stack with no frame at
 /// all (nothing could be captured) is `<unknown>:0`, as tracemalloc gives
@@ -200,6 +201,18 @@ fn trimmed(mut frames: Vec<Classified>, at: &mut Vec<usize>, nframe: usize) -> T
     });
     frames.drain(..k);
     at.drain(..k);
+    // The bottom: below the last user frame, the runtime that called it
+    // (`lang_start`, `call_once`, libtest's runner, the C `main`,
+    // `__libc_start_main`, a thread's start routine) says nothing about
+    // the program, and fills flame graphs and DHAT trees; dhat-rs trims it
+    // too.
+    if let Some(last) = frames
+        .iter()
+        .rposition(|(f, internal)| !internal && f.filename() != UNKNOWN)
+    {
+        frames.truncate(last + 1);
+        at.truncate(last + 1);
+    }
     let total = frames.len();
     frames.truncate(nframe);
     at.truncate(nframe);
@@ -344,9 +357,10 @@ mod tests {
         let t = trimmed(frames.clone(), &mut at, 1);
         assert_eq!(t.frames(), &[frames[2].0.clone()]);
         assert_eq!(at, [30], "addresses trimmed alike");
-        assert_eq!(t.total_nframe(), 3);
+        // The runtime below `main` is gone too.
+        assert_eq!(t.total_nframe(), 2);
         let t = trimmed(frames.clone(), &mut vec![0; 5], 10);
-        assert_eq!(t.frames().len(), 3);
+        assert_eq!(t.frames().len(), 2);
         assert_eq!(t.frames()[1], frames[3].0);
         // Nothing but internal and unknown frames: keep from the unknown one.
         let t = trimmed(

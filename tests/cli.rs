@@ -717,3 +717,26 @@ fn top_of_a_million_blocks_in_under_a_second() {
         assert!(took.as_secs_f64() < 1.0, "{took:?}");
     }
 }
+
+/// Without `-o` (or with `-o -`), the export goes to the standard output,
+/// to be piped into a flame-graph tool.
+#[test]
+fn export_to_the_standard_output() {
+    let f = fixture();
+    let profile = Profile::load(&f).unwrap();
+    let folded = profile.folded(Metric::BytesAllocated);
+    assert_eq!(ok(&["export", p(&f), "--to", "folded"]), folded);
+    assert_eq!(ok(&["export", p(&f), "--to", "folded", "-o", "-"]), folded);
+    assert_eq!(ok(&["export", p(&f), "--to", "dhat"]), profile.dhat());
+}
+
+/// A DHAT file given where a dump or a profile is wanted: the message says
+/// what it is and where to open it.
+#[test]
+fn a_dhat_file_is_named_as_such() {
+    let f = fixture();
+    let dhat = temp("given.dhat.json");
+    std::fs::write(&dhat, Profile::load(&f).unwrap().dhat()).unwrap();
+    refused(&["top", p(&dhat)], 1, "a DHAT file");
+    refused(&["top", p(&dhat)], 1, "dh_view.html");
+}

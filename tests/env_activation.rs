@@ -292,6 +292,30 @@ fn dhat_and_folded_at_process_exit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A saved whole-run profile (`.profile.json`), for `Profile::load` and the
+/// command-line tool, written into a folder that did not exist.
+#[test]
+fn saved_profile_in_a_new_folder() {
+    let dir = temp_dir();
+    let (out, _) = run_child("exit", Some("out=new/folder/heap.profile.json"), &dir, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let p = tracealloc::Profile::load(dir.join("new/folder/heap.profile.json")).unwrap();
+    let kept = p
+        .sites()
+        .iter()
+        .find(|s| names_function(&s.traceback, "env_child_allocates"))
+        .unwrap_or_else(|| panic!("no site of env_child_allocates: {p}"));
+    assert_eq!((kept.allocs, kept.bytes_allocated), (5, 500_010), "{p}");
+    let churn = p
+        .sites()
+        .iter()
+        .find(|s| names_function(&s.traceback, "env_child_churns"))
+        .unwrap_or_else(|| panic!("no site of env_child_churns: {p}"));
+    assert_eq!((churn.allocs, churn.live_blocks), (100, 0), "{p}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The outputs behind features: pprof (gzip) and the SVG flame graph.
 #[cfg(all(feature = "pprof", feature = "flamegraph"))]
 #[test]
@@ -388,8 +412,8 @@ fn bad_values_one_line_and_nothing_else() {
         ("out=", "`out=` needs a value"),
         (
             "out=heap.txt",
-            "out=heap.txt: the file name must end in .dhat.json, .pb.gz, .folded, .svg or \
-             .json (it chooses the format)",
+            "out=heap.txt: the file name must end in .dhat.json, .profile.json, .pb.gz, \
+             .folded, .svg or .json (it chooses the format)",
         ),
     ];
     for (value, what) in cases {
@@ -439,6 +463,8 @@ fn too_long_or_not_utf8() {
 #[test]
 fn a_write_error_is_one_line() {
     let dir = temp_dir();
+    // A folder that cannot be made: a file is in the way.
+    std::fs::write(dir.join("missing"), "a file").unwrap();
     let missing = dir.join("missing").join("heap.json");
     let value = format!("out={},out=ok.json", missing.display());
     let (out, _) = run_child("exit", Some(&value), &dir, &[]);

@@ -103,9 +103,10 @@ enum Command {
         /// The output format
         #[arg(long = "to", value_enum)]
         to: Format,
-        /// The file to write
+        /// The file to write; `-` or none: the standard output (to pipe
+        /// folded stacks into inferno-flamegraph)
         #[arg(short = 'o', long = "output", value_name = "OUT")]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// What folded stacks and flame graphs measure [default: allocated]
         #[arg(long, value_enum)]
         metric: Option<MetricArg>,
@@ -342,7 +343,7 @@ fn run(command: Command) -> Result<String, Failure> {
             to,
             out,
             metric,
-        } => export(&file, to, &out, metric),
+        } => export(&file, to, out.as_deref(), metric),
     }
 }
 
@@ -576,7 +577,7 @@ fn profile_top(p: &Profile, n: usize, key: Key, cumulative: bool) -> String {
 fn export(
     file: &Path,
     to: Format,
-    out: &Path,
+    out: Option<&Path>,
     metric: Option<MetricArg>,
 ) -> Result<String, Failure> {
     if metric.is_some() && matches!(to, Format::Dhat | Format::Pprof) {
@@ -597,6 +598,27 @@ fn export(
                 )));
             }
             (Profile::from_snapshot(&s), Some(s))
+        }
+    };
+    let out = match out {
+        Some(path) if path != Path::new("-") => path,
+        _ => {
+            let bytes = match to {
+                Format::Dhat => profile.dhat().into_bytes(),
+                Format::Pprof => match &snapshot {
+                    Some(s) => s.pprof(),
+                    None => profile.pprof(),
+                },
+                Format::Folded => profile.folded(metric.metric()).into_bytes(),
+                Format::Svg => profile.flamegraph(metric.metric()).into_bytes(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(fail(format!("cannot write to the standard output: {e}")));
+                }
+                _ => return Ok(String::new()),
+            }
         }
     };
     let what = match to {
