@@ -249,6 +249,17 @@ fn is_internal(file: &str, function: &str) -> bool {
     {
         return true;
     }
+    // The C library's thread start and the system call that made the
+    // thread, by exact name in a file that is not Rust (a user's inlined
+    // `clone` has a short name too, with line tables only): with the C
+    // library's debug information installed (Debian's libc6-dbg) they have
+    // files, and would pass for user code at the bottom of every thread's
+    // stack.
+    if !file.ends_with(".rs")
+        && ["start_thread", "clone", "clone3", "__clone", "__clone3"].contains(&function)
+    {
+        return true;
+    }
     if file != UNKNOWN {
         // Known file, not ours nor std's: user code.
         return false;
@@ -320,6 +331,8 @@ mod tests {
                 "/rust/deps/hashbrown-0.15.2/src/raw/mod.rs",
                 "reserve_rehash",
             ),
+            ("./nptl/pthread_create.c", "start_thread"),
+            ("../sysdeps/unix/sysv/linux/x86_64/clone3.S", "clone3"),
         ];
         for (file, func) in internal {
             assert!(is_internal(file, func), "{file} {func}");
@@ -327,6 +340,7 @@ mod tests {
         let user = [
             ("/work/model/src/model.rs", "load"),
             ("src/main.rs", "main"),
+            ("src/model.rs", "clone"),
             (UNKNOWN, "<model::Model as core::fmt::Display>::fmt"),
             (UNKNOWN, "model::main::{{closure}}"),
             (
