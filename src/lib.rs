@@ -138,7 +138,9 @@ mod tracer;
 mod symbols;
 // 6. The live entry points and the session state machine.
 mod activate;
+mod line_profile;
 mod session;
+mod timeline;
 // 7. Plain data and formats, testable without a global allocator.
 mod dhat;
 mod dump;
@@ -146,6 +148,7 @@ mod dump;
 mod flame;
 mod frame;
 mod glob;
+mod html;
 #[cfg(feature = "pprof")]
 mod pprof;
 mod profile;
