@@ -1,7 +1,9 @@
 //! What loading a large model twice costs, against sharing one instance
-//! through a keyed singleton ([`tracealloc::Registry`]): heap, peak, RSS and
-//! time after each step, then the tracer's view (the loader's line holding
-//! two copies) and a verdict computed from the figures.
+//! through a keyed singleton ([`tracealloc::Registry`]) and against mapping
+//! the file twice (`memmap2`, as real `.safetensors` loaders do): heap, peak,
+//! RSS and time after each step, then the tracer's view (the loader's line
+//! holding two copies; no block for a map) and a verdict computed from the
+//! figures.
 //!
 //! ```text
 //! cargo run --release --example singleton_vs_duplicate [-- --size-mib N] [-- --model PATH]
@@ -13,14 +15,15 @@
 //! any `.safetensors` file (F32, F16 or BF16 tensors), e.g. a downloaded
 //! `BAAI/bge-large-zh-v1.5/model.safetensors`.
 
+#[allow(dead_code)] // the rest serves tests/singleton_cost.rs
 mod model;
 
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model::Model;
+use model::{FileMappings, MappedModel, Model};
 use tracealloc::{KeyType, Registry, TraceAlloc};
 
 #[global_allocator]
@@ -43,6 +46,14 @@ struct Row {
     time: Option<Duration>,
 }
 
+/// The heap and RSS at `row`, against `start`.
+fn growth(row: &Row, start: &Row) -> (usize, Option<usize>) {
+    (
+        row.heap.saturating_sub(start.heap),
+        row.rss.zip(start.rss).map(|(a, b)| a.saturating_sub(b)),
+    )
+}
+
 fn row(step: &str, time: Option<Duration>) -> Row {
     let s = tracealloc::stats();
     Row {
@@ -54,7 +65,7 @@ fn row(step: &str, time: Option<Duration>) -> Row {
     }
 }
 
-fn print_table(title: &str, rows: &[Row], same: bool) {
+fn print_table(title: &str, rows: &[Row], same: bool, notes: &[String]) {
     println!("{title}");
     println!(
         "  {:<34} {:>12} {:>12} {:>12} {:>10}",
@@ -77,6 +88,9 @@ fn print_table(title: &str, rows: &[Row], same: bool) {
         );
     }
     println!("  model1 is model2: {same}");
+    for n in notes {
+        println!("  {n}");
+    }
     println!();
 }
 
@@ -84,6 +98,153 @@ fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
     let t = Instant::now();
     let r = f();
     (r, t.elapsed())
+}
+
+/// What a strategy's two loads held and took, for the verdict.
+struct Outcome {
+    /// Heap held after both loads, over the start.
+    heap: usize,
+    /// RSS growth after both loads.
+    rss: Option<usize>,
+    /// The two loads' times.
+    times: (Duration, Duration),
+    /// Bytes of weights and vocabulary entries of one model.
+    weights: usize,
+    words: usize,
+}
+
+fn load(path: &Path) -> Model {
+    Model::load(path).unwrap_or_else(|e| {
+        eprintln!("singleton_vs_duplicate: {e}");
+        std::process::exit(1);
+    })
+}
+
+/// Maps the file, then reads every weight once through the map (a checksum,
+/// as a first inference would read them): the pages are touched, so RSS
+/// shows them.
+fn load_mapped(path: &Path) -> MappedModel {
+    let m = MappedModel::load(path).unwrap_or_else(|e| {
+        eprintln!("singleton_vs_duplicate: {e}");
+        std::process::exit(1);
+    });
+    black_box(m.checksum());
+    m
+}
+
+/// Whether smaps shows the file's pages counted in Rss once per mapping
+/// (Rss at least 1.5 times Pss over two or more mappings), which the notes
+/// then explain.
+fn per_mapping(m: &FileMappings) -> bool {
+    m.mappings >= 2 && 2 * m.rss >= 3 * m.pss
+}
+
+/// Strategy 1: `Model::load` twice.
+fn load_twice(path: &Path) -> Outcome {
+    tracealloc::reset_peak();
+    let mut rows = vec![row("start", None)];
+    let (model1, t1) = timed(|| Arc::new(load(path)));
+    rows.push(row("model1 = Model::load(path)", Some(t1)));
+    let (model2, t2) = timed(|| Arc::new(load(path)));
+    rows.push(row("model2 = Model::load(path)", Some(t2)));
+    let same = Arc::ptr_eq(&model1, &model2);
+    let (weights, words) = (model1.weight_bytes(), model1.vocab.len());
+    drop(model1);
+    rows.push(row("drop(model1)", None));
+    drop(model2);
+    rows.push(row("drop(model2)", None));
+    print_table(
+        "Strategy 1: load the model twice (Model::load, twice)",
+        &rows,
+        same,
+        &[],
+    );
+    let (heap, rss) = growth(&rows[2], &rows[0]);
+    Outcome {
+        heap,
+        rss,
+        times: (t1, t2),
+        weights,
+        words,
+    }
+}
+
+/// Strategy 2: the registry, twice.
+fn share_one(path: &Path) -> Outcome {
+    tracealloc::reset_peak();
+    let mut rows = vec![row("start", None)];
+    let (model1, t1) = timed(|| MODELS.get_or_load(path.to_path_buf(), || load(path)));
+    rows.push(row("model1 = MODELS.get_or_load(path)", Some(t1)));
+    let (model2, t2) = timed(|| MODELS.get_or_load(path.to_path_buf(), || load(path)));
+    rows.push(row("model2 = MODELS.get_or_load(path)", Some(t2)));
+    let same = Arc::ptr_eq(&model1, &model2);
+    let (weights, words) = (model1.weight_bytes(), model1.vocab.len());
+    drop(model1);
+    rows.push(row("drop(model1)", None));
+    drop(model2);
+    rows.push(row("drop(model2)  (last user: freed)", None));
+    print_table(
+        "Strategy 2: share one instance (Registry::weak, get_or_load twice)",
+        &rows,
+        same,
+        &[],
+    );
+    let (heap, rss) = growth(&rows[2], &rows[0]);
+    Outcome {
+        heap,
+        rss,
+        times: (t1, t2),
+        weights,
+        words,
+    }
+}
+
+/// Strategy 3: map the file twice, reading every weight through each map.
+fn map_twice(path: &Path) -> (Outcome, Option<FileMappings>) {
+    tracealloc::reset_peak();
+    let mut rows = vec![row("start", None)];
+    let (model1, t1) = timed(|| Arc::new(load_mapped(path)));
+    rows.push(row("model1 = MappedModel::load(path)", Some(t1)));
+    let (model2, t2) = timed(|| Arc::new(load_mapped(path)));
+    rows.push(row("model2 = MappedModel::load(path)", Some(t2)));
+    let same = Arc::ptr_eq(&model1, &model2);
+    let (weights, words) = (model1.weight_bytes(), model1.vocab.len());
+    let maps = model::file_mappings(path);
+    drop(model1);
+    rows.push(row("drop(model1)", None));
+    drop(model2);
+    rows.push(row("drop(model2)", None));
+    let mut notes = Vec::new();
+    if let Some(m) = &maps {
+        notes.push(format!(
+            "/proc/self/smaps, the file's {} mappings: Rss {:.1} MiB, Pss {:.1} MiB, Shared {:.1} MiB, Private {:.1} MiB",
+            m.mappings,
+            mib(m.rss),
+            mib(m.pss),
+            mib(m.shared),
+            mib(m.private)
+        ));
+        if per_mapping(m) {
+            notes.push("(RSS counts a file page once per mapping that holds it; Pss divides it among them: one copy, in the page cache)".to_string());
+        }
+    }
+    print_table(
+        "Strategy 3: map the file (memmap2), twice",
+        &rows,
+        same,
+        &notes,
+    );
+    let (heap, rss) = growth(&rows[2], &rows[0]);
+    (
+        Outcome {
+            heap,
+            rss,
+            times: (t1, t2),
+            weights,
+            words,
+        },
+        maps,
+    )
 }
 
 struct Args {
@@ -145,83 +306,35 @@ fn main() {
             p
         }
     };
-    let load = || {
-        Model::load(&path).unwrap_or_else(|e| {
-            eprintln!("singleton_vs_duplicate: {e}");
-            std::process::exit(1);
-        })
-    };
     let file_bytes = std::fs::metadata(&path)
         .map(|m| m.len() as usize)
         .unwrap_or(0);
     println!(
-        "Model: {} ({:.1} MiB). Read with a plain read: the file's bytes are copied into the heap and",
+        "Model: {} ({:.1} MiB). Strategies 1 and 2 read it: the file's bytes are copied into the heap and",
         path.display(),
         mib(file_bytes)
     );
     println!("each tensor is decoded into its own Vec<f32>, so the weights are heap memory and count in RSS.");
-    println!(
-        "(A memory map would keep them in the page cache instead: in RSS, not in the heap.)\n"
-    );
+    println!("Strategy 3 maps it: the weights stay in the page cache and are read through the map (each load");
+    println!("reads every weight once), so they count in RSS, not in the heap; the vocabulary is on the heap in all three.\n");
 
-    // Strategy 1: Model::load twice.
-    tracealloc::reset_peak();
-    let mut rows = vec![row("start", None)];
-    let (model1, t_dup1) = timed(|| Arc::new(load()));
-    rows.push(row("model1 = Model::load(path)", Some(t_dup1)));
-    let (model2, t_dup2) = timed(|| Arc::new(load()));
-    rows.push(row("model2 = Model::load(path)", Some(t_dup2)));
-    let dup_same = Arc::ptr_eq(&model1, &model2);
-    let weights = model1.weight_bytes();
-    let words = model1.vocab.len();
-    let dup_heap = tracealloc::stats().current_bytes - rows[0].heap;
-    let dup_rss = tracealloc::rss()
-        .zip(rows[0].rss)
-        .map(|(a, b)| a.saturating_sub(b));
-    drop(model1);
-    rows.push(row("drop(model1)", None));
-    drop(model2);
-    rows.push(row("drop(model2)", None));
-    print_table(
-        "Strategy 1: load the model twice (Model::load, twice)",
-        &rows,
-        dup_same,
-    );
-
-    // Strategy 2: the registry, twice.
-    tracealloc::reset_peak();
-    let mut rows = vec![row("start", None)];
-    let (model1, t_reg1) = timed(|| MODELS.get_or_load(path.clone(), load));
-    rows.push(row("model1 = MODELS.get_or_load(path)", Some(t_reg1)));
-    let (model2, t_reg2) = timed(|| MODELS.get_or_load(path.clone(), load));
-    rows.push(row("model2 = MODELS.get_or_load(path)", Some(t_reg2)));
-    let reg_same = Arc::ptr_eq(&model1, &model2);
-    let reg_heap = tracealloc::stats().current_bytes - rows[0].heap;
-    let reg_rss = tracealloc::rss()
-        .zip(rows[0].rss)
-        .map(|(a, b)| a.saturating_sub(b));
-    drop(model1);
-    rows.push(row("drop(model1)", None));
-    drop(model2);
-    rows.push(row("drop(model2)  (last user: freed)", None));
-    print_table(
-        "Strategy 2: share one instance (Registry::weak, get_or_load twice)",
-        &rows,
-        reg_same,
-    );
+    let dup = load_twice(&path);
+    let reg = share_one(&path);
+    let (map, maps) = map_twice(&path);
 
     // The tracer's view: the diff of snapshots around the two loads.
     tracealloc::start(1);
     let mut sites = Vec::new();
-    for (name, shared) in [("duplicate loading", false), ("registry", true)] {
+    let mut map_traced = (0, 0);
+    for (name, how) in [("duplicate loading", 1), ("registry", 2), ("memory map", 3)] {
         let before = tracealloc::take_snapshot();
-        let pair = if shared {
-            (
-                MODELS.get_or_load(path.clone(), load),
-                MODELS.get_or_load(path.clone(), load),
-            )
-        } else {
-            (Arc::new(load()), Arc::new(load()))
+        let pair: Box<dyn std::any::Any> = match how {
+            1 => Box::new((Arc::new(load(&path)), Arc::new(load(&path)))),
+            2 => Box::new((
+                MODELS.get_or_load(path.clone(), || load(&path)),
+                MODELS.get_or_load(path.clone(), || load(&path)),
+            )),
+            _ => Box::new((load_mapped(&path), load_mapped(&path))),
         };
         let after = tracealloc::take_snapshot();
         println!("Tracing, {name}: what the two loads hold (snapshot diff, by line)");
@@ -232,20 +345,26 @@ fn main() {
         let dups = after.duplicates(1 << 20);
         print!("{}", indent(&dups.to_string()));
         println!();
-        let top = after
-            .compare_to(&before, KeyType::Lineno, false)
-            .into_iter()
-            .next();
-        sites.push((top, dups.saved_bytes()));
+        let diff = after.compare_to(&before, KeyType::Lineno, false);
+        if how == 3 {
+            map_traced = diff.iter().fold((0, 0), |(s, c), d| {
+                (
+                    s + d.size_diff.max(0) as usize,
+                    c + d.count_diff.max(0) as usize,
+                )
+            });
+        }
+        sites.push((diff.into_iter().next(), dups.saved_bytes()));
         black_box(pair);
     }
     tracealloc::stop();
 
     // The verdict, from the figures above.
-    let saved = dup_heap.saturating_sub(reg_heap);
-    let load_dup = t_dup1 + t_dup2;
-    let load_reg = t_reg1 + t_reg2;
-    let rss_part = match (dup_rss, reg_rss) {
+    let (weights, words) = (dup.weights, dup.words);
+    let saved = dup.heap.saturating_sub(reg.heap);
+    let load_dup = dup.times.0 + dup.times.1;
+    let load_reg = reg.times.0 + reg.times.1;
+    let rss_part = match (dup.rss, reg.rss) {
         (Some(d), Some(r)) => format!(" (RSS grew by {:.1} MiB against {:.1} MiB)", mib(d), mib(r)),
         _ => String::new(),
     };
@@ -269,14 +388,59 @@ The two loads took {:.0} ms against {:.0} ms: the second get_or_load returned th
 instead of loading again ({:.0} ms saved).{site_part}",
         mib(weights),
         words,
-        mib(dup_heap),
-        mib(reg_heap),
+        mib(dup.heap),
+        mib(reg.heap),
         mib(saved),
-        100.0 * saved as f64 / dup_heap.max(1) as f64,
+        100.0 * saved as f64 / dup.heap.max(1) as f64,
         load_dup.as_secs_f64() * 1e3,
         load_reg.as_secs_f64() * 1e3,
-        t_reg2.as_secs_f64() * 1e3,
+        reg.times.1.as_secs_f64() * 1e3,
         (load_dup.saturating_sub(load_reg)).as_secs_f64() * 1e3
+    );
+    // Besides their weights, the two read models held their vocabularies and
+    // tensor lists: the mapped models' heap should be that and no more.
+    let read_rest = dup.heap.saturating_sub(2 * weights);
+    let map_rss = match map.rss {
+        Some(r) => format!("; RSS grew by {:.1} MiB", mib(r)),
+        None => String::new(),
+    };
+    let smaps_part = match &maps {
+        Some(m) if per_mapping(m) => format!(
+            " (/proc/self/smaps: Rss {:.1} MiB over the file's {} mappings, Pss {:.1} MiB: Linux counts a mapped file page in RSS once per mapping, and the two maps share one copy in the page cache)",
+            mib(m.rss),
+            m.mappings,
+            mib(m.pss)
+        ),
+        _ => String::new(),
+    };
+    // The tracer's diff around the two maps: blocks, bytes, and whether any
+    // is beyond what the read models hold besides their weights.
+    let tracer_part = format!(
+        "the tracer's diff around them holds {} blocks of {:.1} MiB in all{}",
+        map_traced.1,
+        mib(map_traced.0),
+        if map_traced.0 <= read_rest + (1 << 20) {
+            ", the vocabularies and tensor lists: no block for the weights"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "Mapping the file twice ({:.1} MiB of weights in the file) held {:.1} MiB of heap: what the two read models \
+hold besides their weights ({:.1} MiB: vocabularies, tensor lists) plus {:.1} MiB{map_rss}{smaps_part}. \
+The two maps took {:.0} ms, reading every weight; {tracer_part}.",
+        mib(map.weights),
+        mib(map.heap),
+        mib(read_rest),
+        mib(map.heap.saturating_sub(read_rest)),
+        (map.times.0 + map.times.1).as_secs_f64() * 1e3,
+    );
+    println!(
+        "So each tool sees something else: the heap counters (stats, measure) see the copies of loading \
+({:.1} MiB twice, {:.1} MiB shared) and nothing of a map's weights; RSS sees the pages touched, \
+a map's file pages included, once per mapping; the tracer sees no block for a map.",
+        mib(dup.heap),
+        mib(reg.heap)
     );
 }
 

@@ -1,7 +1,8 @@
 //! The proving case as a guard: loading the model twice holds twice the
 //! weights, the registry once, and the loader's line is the top site of the
-//! snapshot diff, with twice the blocks. Asserted through the crate's own API:
-//! thread-scoped `measure` and snapshot diffs.
+//! snapshot diff, with twice the blocks; mapping the file instead holds no
+//! heap for the weights while RSS grows by the pages read. Asserted through
+//! the crate's own API: thread-scoped `measure`, snapshot diffs and `rss`.
 //!
 //! Tracing is process-wide, so this binary runs its test without libtest's
 //! threads (`solo`).
@@ -13,7 +14,7 @@ mod solo;
 
 use std::sync::Arc;
 
-use model::Model;
+use model::{MappedModel, Model};
 use tracealloc::{measure, KeyType, Registry, Snapshot, StatisticDiff, TraceAlloc};
 
 #[global_allocator]
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
             guard,
         ),
         ("half_precision_weights_decode_exactly", half_precision),
+        ("mapped_weights_are_in_rss_not_in_the_heap", mapped_weights),
     ])
 }
 
@@ -107,6 +109,126 @@ fn guard() {
     assert!(after.duplicates(256 << 10).sites().is_empty());
     drop(shared);
     tracealloc::stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Heap a mapped model may hold beyond what the read model holds besides its
+/// weights (vocabulary, tensor list): its per-tensor views, against 4 MiB of
+/// weights that a copy would add.
+const MAP_SLACK: usize = 64 << 10;
+
+/// Strategy 3 of the example: `MappedModel::load` maps the file, so the
+/// weights cost no heap, and reading them through the map grows RSS by their
+/// pages, once per map of the file (while `/proc/self/smaps`' Pss counts the
+/// shared page-cache copy once).
+fn mapped_weights() {
+    let dir = std::env::temp_dir().join(format!(
+        "tracealloc-singleton-mapped-{}",
+        std::process::id()
+    ));
+    let path = dir.join("model.safetensors");
+    model::write_demo(&path, WEIGHTS, WORDS).unwrap();
+    let file_len = std::fs::metadata(&path).unwrap().len() as usize;
+    // What a map of the file can hold resident: whole pages (64 KiB, the
+    // largest base page Linux uses, as a bound).
+    let file_pages = file_len.next_multiple_of(64 << 10);
+
+    // The read model: its weights, and the heap it holds besides them.
+    let (read, d) = measure(|| Model::load(&path).unwrap());
+    let w = read.weight_bytes();
+    let rest = d.net_bytes() as usize - w;
+    assert!(
+        rest < SMALL,
+        "the read model holds {rest} B besides its weights"
+    );
+    let sum = read.checksum();
+    let shapes: Vec<(String, usize)> = read
+        .tensors
+        .iter()
+        .map(|(name, v)| (name.clone(), v.len()))
+        .collect();
+    drop(read);
+    let header_len = file_len - w;
+
+    // One map: the same tensors, read through the map; no heap for them.
+    let (m1, d) = measure(|| MappedModel::load(&path).unwrap());
+    let held = d.net_bytes() as usize;
+    assert!(
+        held < rest + MAP_SLACK,
+        "a mapped model holds {held} B, a read one {rest} B besides its {w} B of weights"
+    );
+    // Nor on the way: a loader that read the file, even to free it at once,
+    // would reach the weights' size. Parsing the header is transient and
+    // small (95 KiB measured for this 17 KiB header, vocabulary text and
+    // maps): bounded at an eighth of the weights.
+    assert!(
+        d.peak_bytes < rest + w / 8,
+        "loading a map reached {} B of heap (header {header_len} B, weights {w} B)",
+        d.peak_bytes
+    );
+    assert_eq!(m1.weight_bytes(), w);
+    assert_eq!(m1.vocab.len(), WORDS);
+    let mapped: Vec<(String, usize)> = m1
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.len()))
+        .collect();
+    assert_eq!(mapped, shapes);
+
+    // Reading every weight through the map allocates nothing, gives the read
+    // model's values, and faults the pages in. RSS is process-wide, but this
+    // binary runs no other thread (solo); the tolerance is page granularity:
+    // reading the header may already have mapped up to 64 KiB around it
+    // (fault-around), so at least 3/4 of the weights must appear, and at most
+    // the file plus 1 MiB (the statm reads, allocator noise).
+    let rss = || tracealloc::rss();
+    let r0 = rss();
+    let (s1, d) = measure(|| m1.checksum());
+    let r1 = rss();
+    assert_eq!(s1, sum, "the map reads the weights Model::load decodes");
+    assert_eq!((d.allocs, d.net_bytes()), (0, 0), "{d:?}");
+    if cfg!(target_os = "linux") {
+        let (r0, r1) = (r0.expect("Linux reports RSS"), r1.unwrap());
+        let grew = r1.saturating_sub(r0);
+        assert!(
+            (w * 3 / 4..=file_pages + (1 << 20)).contains(&grew),
+            "RSS {r0} -> {r1} (+{grew} B) reading {w} B of mapped weights"
+        );
+    }
+
+    // A second map of the same file: heap again ≈ 0, and RSS grows again,
+    // since Linux counts a file page once per mapping that has it, though
+    // both maps share one copy in the page cache (Pss counts it once).
+    let (m2, d) = measure(|| MappedModel::load(&path).unwrap());
+    let held = d.net_bytes() as usize;
+    assert!(
+        held < rest + MAP_SLACK,
+        "a second map holds {held} B, a read model {rest} B besides its {w} B of weights"
+    );
+    let r2 = rss();
+    assert_eq!(m2.checksum(), sum);
+    let r3 = rss();
+    if cfg!(target_os = "linux") {
+        let (r2, r3) = (r2.unwrap(), r3.unwrap());
+        let grew = r3.saturating_sub(r2);
+        assert!(
+            (w * 3 / 4..=file_pages + (1 << 20)).contains(&grew),
+            "RSS {r2} -> {r3} (+{grew} B) reading {w} B through a second map"
+        );
+        let maps = model::file_mappings(&path).expect("Linux has /proc/self/smaps");
+        assert_eq!(maps.mappings, 2, "{maps:?}");
+        assert!(
+            (2 * w..=2 * file_pages).contains(&maps.rss),
+            "both maps resident: {maps:?}"
+        );
+        assert!(
+            (w..=file_pages).contains(&maps.pss),
+            "one copy of the file: {maps:?}"
+        );
+        assert_eq!((maps.shared, maps.private), (maps.rss, 0), "{maps:?}");
+        drop((m1, m2));
+        assert_eq!(model::file_mappings(&path).unwrap().mappings, 0);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

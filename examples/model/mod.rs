@@ -2,11 +2,17 @@
 //! in: f32 weights in named tensors of a `.safetensors` file, and a vocabulary
 //! (in the file's metadata, or a `vocab.txt` beside it).
 //!
-//! Shared by `examples/singleton_vs_duplicate.rs` and `tests/singleton_cost.rs`.
+//! Two loaders of one file: [`Model::load`] reads it (the weights are copied
+//! into the heap), [`MappedModel::load`] maps it (the weights stay in the page
+//! cache, read through the map). Shared by `examples/singleton_vs_duplicate.rs`
+//! and `tests/singleton_cost.rs`.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use memmap2::Mmap;
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 /// A loaded model: every tensor decoded into heap memory, and the vocabulary.
@@ -38,11 +44,7 @@ impl Model {
                 .ok_or_else(|| format!("{name}: dtype {:?} is not supported", view.dtype()))?;
             tensors.push((name, weights));
         }
-        let words = match header.metadata().as_ref().and_then(|m| m.get("vocab")) {
-            Some(v) => v.clone(),
-            None => std::fs::read_to_string(path.with_file_name("vocab.txt")).unwrap_or_default(),
-        };
-        let vocab = load_vocab(&words);
+        let vocab = vocab_of(path, &header);
         Ok(Model { tensors, vocab })
     }
 
@@ -50,15 +52,21 @@ impl Model {
     pub fn weight_bytes(&self) -> usize {
         self.tensors.iter().map(|(_, w)| w.len() * 4).sum()
     }
+
+    /// A hash of every weight's bits, in the tensors' order: equal to
+    /// [`MappedModel::checksum`] of the same file.
+    pub fn checksum(&self) -> u64 {
+        let mut h = Checksum::new();
+        for (_, w) in &self.tensors {
+            w.iter().for_each(|&v| h.add(v));
+        }
+        h.0
+    }
 }
 
 /// Decodes little-endian F32, F16 or BF16 values into f32.
 fn decode(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
-    let width = match dtype {
-        Dtype::F32 => 4,
-        Dtype::F16 | Dtype::BF16 => 2,
-        _ => return None,
-    };
+    let width = width(dtype)?;
     let mut weights: Vec<f32> = Vec::with_capacity(data.len() / width); // the weights' heap memory
     let halves = data
         .chunks_exact(2)
@@ -99,6 +107,146 @@ fn load_vocab(words: &str) -> HashMap<String, u32> {
         .enumerate()
         .map(|(i, w)| (w.to_string(), i as u32))
         .collect()
+}
+
+/// A tensor of a [`MappedModel`]: where its bytes lie in the map.
+pub struct TensorView {
+    /// The tensor's name in the file.
+    pub name: String,
+    /// F32, F16 or BF16.
+    pub dtype: Dtype,
+    /// Its dimensions.
+    pub shape: Vec<usize>,
+    /// Its bytes, as a range of the whole file (header included).
+    pub range: Range<usize>,
+}
+
+impl TensorView {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A model whose weights are a memory map of its file, as real loaders
+/// (safetensors' docs, candle) do: loading reads the header (on the heap, with
+/// the vocabulary, as [`Model`] has it) and maps the rest, so the weights
+/// cost no heap. Their pages join the process's RSS when they are read, and
+/// are shared with every other map of the file through the page cache.
+pub struct MappedModel {
+    map: Mmap,
+    /// The tensors, sorted by name as [`Model::tensors`] is.
+    pub tensors: Vec<TensorView>,
+    /// Token -> id.
+    pub vocab: HashMap<String, u32>,
+}
+
+impl MappedModel {
+    /// Maps `path` and parses its header; reads no weight (see
+    /// [`MappedModel::checksum`] to touch them all).
+    pub fn load(path: &Path) -> Result<MappedModel, String> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: the map is only read, and only while this `MappedModel`
+        // lives. Memory-mapped loaders all rely on the file not being
+        // truncated or rewritten in place while it is mapped (the demo model is
+        // written once, through a temporary file and a rename); a file changed
+        // under the map could show other bytes, or SIGBUS past a truncated end.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| format!("cannot map {}: {e}", path.display()))?;
+        // Checks every tensor's offsets and size against the file's length.
+        let (n, header) = SafeTensors::read_metadata(&map)
+            .map_err(|e| format!("{} is not a safetensors file: {e}", path.display()))?;
+        let start = 8 + n;
+        let mut tensors: Vec<TensorView> = header
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                if width(info.dtype).is_none() {
+                    return Err(format!("{name}: dtype {:?} is not supported", info.dtype));
+                }
+                let (b, e) = info.data_offsets;
+                Ok(TensorView {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    range: start + b..start + e,
+                    name,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        let vocab = vocab_of(path, &header);
+        Ok(MappedModel {
+            map,
+            tensors,
+            vocab,
+        })
+    }
+
+    /// The tensor's bytes, in the map (reading them faults its pages in).
+    pub fn bytes(&self, t: &TensorView) -> &[u8] {
+        &self.map[t.range.clone()]
+    }
+
+    /// The tensor's values, decoded from the map as [`Model::load`] decodes
+    /// them.
+    pub fn weights<'a>(&'a self, t: &TensorView) -> impl Iterator<Item = f32> + 'a {
+        let dtype = t.dtype;
+        let w = width(dtype).unwrap_or(4);
+        self.bytes(t).chunks_exact(w).map(move |b| match dtype {
+            Dtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Dtype::BF16 => f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
+            _ => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+        })
+    }
+
+    /// Bytes of weights in the file, which is what the map holds (for an F32
+    /// file, [`Model::weight_bytes`]).
+    pub fn weight_bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.range.len()).sum()
+    }
+
+    /// A hash of every weight's bits, read through the map: touches every
+    /// page of the weights. Equal to [`Model::checksum`] of the same file.
+    pub fn checksum(&self) -> u64 {
+        let mut h = Checksum::new();
+        for t in &self.tensors {
+            self.weights(t).for_each(|v| h.add(v));
+        }
+        h.0
+    }
+}
+
+/// Bytes per value of the dtypes the loaders decode.
+fn width(dtype: Dtype) -> Option<usize> {
+    match dtype {
+        Dtype::F32 => Some(4),
+        Dtype::F16 | Dtype::BF16 => Some(2),
+        _ => None,
+    }
+}
+
+/// FNV-1a over f32 bits.
+struct Checksum(u64);
+
+impl Checksum {
+    fn new() -> Checksum {
+        Checksum(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn add(&mut self, v: f32) {
+        self.0 = (self.0 ^ v.to_bits() as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+/// The vocabulary: the header's `vocab` metadata, or a `vocab.txt` beside the
+/// model.
+fn vocab_of(path: &Path, header: &Metadata) -> HashMap<String, u32> {
+    let words = match header.metadata().as_ref().and_then(|m| m.get("vocab")) {
+        Some(v) => v.clone(),
+        None => std::fs::read_to_string(path.with_file_name("vocab.txt")).unwrap_or_default(),
+    };
+    load_vocab(&words)
 }
 
 /// The demo model's tensors: four named f32 tensors taking 40, 30, 20 and 10 %
@@ -172,4 +320,73 @@ pub fn demo_path(mib: usize) -> PathBuf {
     target
         .join("tracealloc-demo")
         .join(format!("model-{mib}mib.safetensors"))
+}
+
+/// What `/proc/self/smaps` says of this process's mappings of one file.
+#[derive(Debug, Default)]
+pub struct FileMappings {
+    /// Mappings (VMAs) of the file.
+    pub mappings: usize,
+    /// Resident bytes, summed over the mappings: a page mapped twice counts
+    /// twice (it is what `statm`, hence `tracealloc::rss`, counts).
+    pub rss: usize,
+    /// Proportional set size: each resident page divided among the mappings
+    /// that hold it, so a page mapped twice counts once in the sum.
+    pub pss: usize,
+    /// Resident pages mapped more than once (by any process, or twice by
+    /// this one): `Shared_Clean` plus `Shared_Dirty` (a file just written
+    /// has dirty pages until the kernel writes them back).
+    pub shared: usize,
+    /// Resident pages mapped once: `Private_Clean` plus `Private_Dirty`.
+    pub private: usize,
+}
+
+/// Sums `/proc/self/smaps` over the mappings of `path` (matched by inode and
+/// canonical path); `None` where there is no smaps (not Linux) or the file
+/// cannot be inspected.
+pub fn file_mappings(path: &Path) -> Option<FileMappings> {
+    smaps(path)
+}
+
+#[cfg(not(unix))]
+fn smaps(_: &Path) -> Option<FileMappings> {
+    None
+}
+
+#[cfg(unix)]
+fn smaps(path: &Path) -> Option<FileMappings> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::canonicalize(path).ok()?;
+    let inode = std::fs::metadata(&path).ok()?.ino().to_string();
+    let name = path.to_str()?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut out = FileMappings::default();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let first = fields.next().unwrap_or("");
+        if !first.ends_with(':') {
+            // A mapping's first line: range, perms, offset, device, inode, path.
+            let ino = fields.nth(3);
+            let rest = line.splitn(6, ' ').nth(5).map_or("", str::trim);
+            inside = ino == Some(inode.as_str()) && rest == name;
+            out.mappings += inside as usize;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let kib: usize = match fields.next().and_then(|v| v.parse().ok()) {
+            Some(v) => v,
+            None => continue,
+        };
+        match first {
+            "Rss:" => out.rss += kib << 10,
+            "Pss:" => out.pss += kib << 10,
+            "Shared_Clean:" | "Shared_Dirty:" => out.shared += kib << 10,
+            "Private_Clean:" | "Private_Dirty:" => out.private += kib << 10,
+            _ => {}
+        }
+    }
+    Some(out)
 }
