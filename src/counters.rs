@@ -592,6 +592,29 @@ pub fn stats() -> Stats {
     }
 }
 
+/// The process heap now: [`stats`]'s `current_bytes`, without the other
+/// sums and without the installed check (for `#[tracealloc::profile]`'s line
+/// guards, which read it before and after every line; the profiled function
+/// checks once on entry). Never allocates.
+pub(crate) fn heap_bytes_now() -> u64 {
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    for s in SLOTS.iter().chain(std::iter::once(&OVERFLOW)) {
+        bytes_in = bytes_in.wrapping_add(s.bytes_in.load(Relaxed));
+        bytes_out = bytes_out.wrapping_add(s.bytes_out.load(Relaxed));
+    }
+    bytes_in.saturating_sub(bytes_out)
+}
+
+/// This thread's bytes allocated and freed, as counted for `measure`: they
+/// move only while a [`MeasureScope`] is open on the thread. Two equal
+/// readings inside one scope mean this thread did not change the heap in
+/// between (the line guards use it to skip a [`heap_bytes_now`]).
+pub(crate) fn thread_bytes() -> (u64, u64) {
+    THREAD
+        .try_with(|t| (t.bytes_in.get(), t.bytes_out.get()))
+        .unwrap_or((0, 0))
+}
+
 pub(crate) fn clamp_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
@@ -690,12 +713,18 @@ struct MeasureStart {
 }
 
 /// Ends a `measure` call: on return, and on unwinding out of the closure.
-struct MeasureScope {
+///
+/// Also the thread half of `#[tracealloc::profile]`'s line guards
+/// (`line_profile.rs`): a scope begun before a line and ended after it, even
+/// when the line returns early, breaks out or unwinds. Scopes nest, and must
+/// end in the reverse order of their beginnings (as locals drop).
+pub(crate) struct MeasureScope {
     start: MeasureStart,
 }
 
 impl MeasureScope {
-    fn begin() -> Self {
+    /// Starts measuring the calling thread (nested in any scope open on it).
+    pub(crate) fn begin() -> Self {
         let start = THREAD.with(|t| {
             t.depth.set(t.depth.get() + 1);
             let start = MeasureStart {
@@ -713,7 +742,8 @@ impl MeasureScope {
         MeasureScope { start }
     }
 
-    fn delta(&self) -> Delta {
+    /// What this thread allocated and freed since [`begin`](Self::begin).
+    pub(crate) fn delta(&self) -> Delta {
         let s = &self.start;
         THREAD.with(|t| Delta {
             allocs: t.allocs.get().wrapping_sub(s.allocs),

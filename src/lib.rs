@@ -84,7 +84,7 @@
 //!
 //! # Whole-run profiles
 //!
-//! [`profile`] reads the session's whole run per call site (allocated, most
+//! [`profile()`](fn@profile) reads the session's whole run per call site (allocated, most
 //! live, live at the traced peak, live now, lifetimes; [`reset_profile`]
 //! after a warm-up), written with [`Profile::dhat`] for valgrind's
 //! `dh_view.html`, [`Profile::folded`] for flame-graph tools, and saved with
@@ -100,6 +100,8 @@
 //!   `go tool pprof`, Pyroscope, Parca, Grafana (adds prost and flate2).
 //! - `flamegraph`: `Profile::flamegraph`, SVG flame graphs (adds inferno).
 //! - `cli`: the `tracealloc` binary (adds clap, and both of the above).
+//! - `macros`: `#[tracealloc::profile]`, memory_profiler's line-by-line
+//!   table for a function (adds syn, quote); see [`LineTable`].
 //!
 //! # Caveats
 //!
@@ -169,6 +171,10 @@ pub use crate::counters::{__check_allocs, __measure_for_assert};
 pub use crate::counters::{is_installed, measure, stats, Delta, Stats};
 pub use crate::dump::Error;
 pub use crate::frame::{Frame, Traceback};
+pub use crate::html::Report;
+#[doc(hidden)]
+pub use crate::line_profile::{__ProfileSite, __ProfiledFn, __ProfiledLine};
+pub use crate::line_profile::{line_profile_output, line_tables, LineOutput, LineRow, LineTable};
 pub use crate::profile::{Metric, Profile, RunInfo, Site};
 pub use crate::registry::Registry;
 pub use crate::report::{DuplicateSite, Duplicates, Top, TopDiff};
@@ -180,7 +186,12 @@ pub use crate::session::{
 };
 pub use crate::snapshot::{Filter, KeyType, Snapshot, Statistic, StatisticDiff, Trace};
 pub use crate::source::{set_source_lines, MAX_SOURCE_BYTES};
+#[doc(hidden)]
+pub use crate::timeline::{__mark, enter as __timeline_enter, exit as __timeline_exit};
+pub use crate::timeline::{Mark, MarkKind, Sample, Sampler, Timeline};
 pub use crate::tracer::{CaptureMethod, MAX_NFRAME};
+#[cfg(feature = "macros")]
+pub use tracealloc_macros::profile;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

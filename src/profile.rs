@@ -101,7 +101,7 @@ pub struct RunInfo {
 }
 
 /// The whole-run profile of a tracing session, from
-/// [`profile`](crate::profile): per call site (stack), the traced blocks
+/// [`profile`](fn@crate::profile): per call site (stack), the traced blocks
 /// and bytes allocated since the session started (or the last
 /// [`clear_traces`](crate::clear_traces) or
 /// [`reset_profile`](crate::reset_profile)), those live now, the most the
