@@ -140,6 +140,7 @@ fn per_mapping(m: &FileMappings) -> bool {
 }
 
 /// Strategy 1: `Model::load` twice.
+#[tracealloc::profile(rss)]
 fn load_twice(path: &Path) -> Outcome {
     tracealloc::reset_peak();
     let mut rows = vec![row("start", None)];
@@ -170,6 +171,7 @@ fn load_twice(path: &Path) -> Outcome {
 }
 
 /// Strategy 2: the registry, twice.
+#[tracealloc::profile(rss)]
 fn share_one(path: &Path) -> Outcome {
     tracealloc::reset_peak();
     let mut rows = vec![row("start", None)];
@@ -200,6 +202,7 @@ fn share_one(path: &Path) -> Outcome {
 }
 
 /// Strategy 3: map the file twice, reading every weight through each map.
+#[tracealloc::profile(rss)]
 fn map_twice(path: &Path) -> (Outcome, Option<FileMappings>) {
     tracealloc::reset_peak();
     let mut rows = vec![row("start", None)];
@@ -318,12 +321,32 @@ fn main() {
     println!("Strategy 3 maps it: the weights stay in the page cache and are read through the map (each load");
     println!("reads every weight once), so they count in RSS, not in the heap; the vocabulary is on the heap in all three.\n");
 
+    // mprof's timeline: heap, peak and RSS every 10 ms, with each profiled
+    // strategy's entry and exit as brackets; and memory_profiler's line
+    // table of each strategy, printed here after its own step table.
+    let sampler = tracealloc::Timeline::start(Duration::from_millis(10));
+    tracealloc::line_profile_output(tracealloc::LineOutput::Off)
+        .expect("turning the line tables' printing off cannot fail");
+    let line_table = |title: &str| {
+        let t = tracealloc::line_tables()
+            .pop()
+            .expect("the strategy is profiled: it left a line table");
+        println!("{title}, line by line (#[tracealloc::profile(rss)]: memory_profiler's table)");
+        print!("{}", indent(&t.to_string()));
+        println!();
+        t
+    };
     let dup = load_twice(&path);
+    let table_dup = line_table("Strategy 1");
     let reg = share_one(&path);
+    let table_reg = line_table("Strategy 2");
     let (map, maps) = map_twice(&path);
+    let table_map = line_table("Strategy 3");
 
     // The tracer's view: the diff of snapshots around the two loads.
-    tracealloc::start(1);
+    tracealloc::mark!("tracing on");
+    tracealloc::start(8);
+    let mut report_diffs = Vec::new();
     let mut sites = Vec::new();
     let mut map_traced = (0, 0);
     for (name, how) in [("duplicate loading", 1), ("registry", 2), ("memory map", 3)] {
@@ -355,9 +378,15 @@ fn main() {
             });
         }
         sites.push((diff.into_iter().next(), dups.saved_bytes()));
+        report_diffs.push((name, after, before, dups));
         black_box(pair);
     }
+    // What the three traced pairs of loads allocated over the run, by
+    // stack, as a flame graph for the report.
+    let flame = tracealloc::profile().flamegraph(tracealloc::Metric::BytesAllocated);
     tracealloc::stop();
+    tracealloc::mark!("tracing off");
+    let timeline = sampler.stop();
 
     // The verdict, from the figures above.
     let (weights, words) = (dup.weights, dup.words);
@@ -442,6 +471,64 @@ a map's file pages included, once per mapping; the tracer sees no block for a ma
         mib(dup.heap),
         mib(reg.heap)
     );
+
+    // The timeline and one HTML report, under target/.
+    let dir = model::demo_dir();
+    let timeline_path = dir.join("timeline.json");
+    let svg_path = dir.join("timeline.svg");
+    let report_path = dir.join("report.html");
+    let mut report =
+        tracealloc::Report::new("tracealloc: one model, loaded twice, shared, or mapped")
+            .timeline(
+                "Timeline: heap, peak and RSS every 10 ms, each strategy bracketed",
+                &timeline,
+            )
+            .text(
+                "Strategy 1: load the model twice, line by line",
+                &table_dup.to_string(),
+            )
+            .text(
+                "Strategy 2: share one instance, line by line",
+                &table_reg.to_string(),
+            )
+            .text(
+                "Strategy 3: map the file twice, line by line",
+                &table_map.to_string(),
+            );
+    for (name, after, before, dups) in &report_diffs {
+        report = report
+            .snapshot_diff(
+                &format!("Tracing, {name}: what the two loads hold (by line)"),
+                after,
+                before,
+                8,
+                KeyType::Lineno,
+            )
+            .duplicates(&format!("Tracing, {name}: duplicates"), dups);
+    }
+    report = report.svg("Bytes allocated by the traced loads (flame graph)", &flame);
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| timeline.save(&timeline_path).map_err(|e| e.to_string()))
+        .and_then(|()| {
+            std::fs::write(&svg_path, timeline.svg(1200, 500)).map_err(|e| e.to_string())
+        })
+        .and_then(|()| report.write(&report_path).map_err(|e| e.to_string()));
+    println!();
+    match written {
+        Ok(()) => {
+            println!(
+                "Timeline: {} (chart: {})",
+                timeline_path.display(),
+                svg_path.display()
+            );
+            println!(
+                "Report:   {} (one file: open it in a browser)",
+                report_path.display()
+            );
+        }
+        Err(e) => eprintln!("singleton_vs_duplicate: {e}"),
+    }
 }
 
 fn indent(text: &str) -> String {

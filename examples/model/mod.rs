@@ -312,14 +312,18 @@ pub fn write_demo(path: &Path, total_bytes: usize, words: usize) -> Result<(), S
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))
 }
 
-/// Where the demo model of `mib` MiB lives (written on first use).
-pub fn demo_path(mib: usize) -> PathBuf {
+/// Where the demo's files go: `target/tracealloc-demo/`.
+#[allow(dead_code)] // (the guard test does not write a report)
+pub fn demo_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target
-        .join("tracealloc-demo")
-        .join(format!("model-{mib}mib.safetensors"))
+    target.join("tracealloc-demo")
+}
+
+/// Where the demo model of `mib` MiB lives (written on first use).
+pub fn demo_path(mib: usize) -> PathBuf {
+    demo_dir().join(format!("model-{mib}mib.safetensors"))
 }
 
 /// What `/proc/self/smaps` says of this process's mappings of one file.
