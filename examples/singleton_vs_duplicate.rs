@@ -350,6 +350,7 @@ fn main() {
     let mut sites = Vec::new();
     let mut map_traced = (0, 0);
     for (name, how) in [("duplicate loading", 1), ("registry", 2), ("memory map", 3)] {
+        tracealloc::mark!("traced: {name}");
         let before = tracealloc::take_snapshot();
         let pair: Box<dyn std::any::Any> = match how {
             1 => Box::new((Arc::new(load(&path)), Arc::new(load(&path)))),

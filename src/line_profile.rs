@@ -167,7 +167,7 @@ pub struct LineRow {
 ///
 /// ```text
 /// Filename: src/main.rs
-/// Function: demo::load at line 5
+/// Function: demo::load at line 5 (heap at entry: 0.0 MiB; its row: the whole call)
 ///
 /// Line #    Mem usage    Increment  Occurrences    Thread net  Peak inside   Allocs   Line Contents
 /// =================================================================================================
@@ -225,8 +225,11 @@ impl fmt::Display for LineTable {
         writeln!(f, "Filename: {}", self.file)?;
         write!(
             f,
-            "Function: {}::{} at line {}",
-            self.module, self.function, self.line
+            "Function: {}::{} at line {} (heap at entry: {:.p$} MiB; its row: the whole call)",
+            self.module,
+            self.function,
+            self.line,
+            self.heap_at_entry as f64 / (1u64 << 20) as f64
         )?;
         if self.panicked {
             write!(f, " (unwound by a panic: the figures go up to it)")?;
@@ -691,7 +694,10 @@ mod tests {
         let text = table().to_string();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "Filename: src/demo.rs");
-        assert_eq!(lines[1], "Function: demo::load at line 4");
+        assert_eq!(
+            lines[1],
+            "Function: demo::load at line 4 (heap at entry: 2.0 MiB; its row: the whole call)"
+        );
         assert_eq!(lines[2], "");
         assert_eq!(
             lines[3],
