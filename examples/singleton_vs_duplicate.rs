@@ -344,7 +344,6 @@ fn main() {
     let table_map = line_table("Strategy 3");
 
     // The tracer's view: the diff of snapshots around the two loads.
-    tracealloc::mark!("tracing on");
     tracealloc::start(8);
     let mut report_diffs = Vec::new();
     let mut sites = Vec::new();
@@ -498,6 +497,12 @@ a map's file pages included, once per mapping; the tracer sees no block for a ma
             );
     for (name, after, before, dups) in &report_diffs {
         report = report
+            .snapshot_top(
+                &format!("Tracing, {name}: the biggest lines live after the two loads"),
+                after,
+                8,
+                KeyType::Lineno,
+            )
             .snapshot_diff(
                 &format!("Tracing, {name}: what the two loads hold (by line)"),
                 after,

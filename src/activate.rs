@@ -29,15 +29,18 @@ use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use crate::guard::Guard;
+use crate::html::Report;
 use crate::method::CaptureMethod;
 use crate::profile::{Metric, Profile};
 use crate::scope::untraced;
 use crate::session::Config;
 use crate::snapshot::Snapshot;
 use crate::sys;
+use crate::timeline::{Sampler, Timeline};
 use crate::tracer::MAX_NFRAME;
 
 /// The variable's name.
@@ -54,6 +57,51 @@ const DEFAULT_OUT: &str = "tracealloc.%p.dhat.json";
 const QUOTED: usize = 256;
 
 static READ: AtomicBool = AtomicBool::new(false);
+/// The timeline `TRACEALLOC` asked for, started before `main`, stopped and
+/// written at exit.
+static SAMPLER: Mutex<Option<Sampler>> = Mutex::new(None);
+
+/// Starts the timeline `TRACEALLOC` asks for, before `main`: from the
+/// ELF `.init_array`, where the C library runs constructors, outside the
+/// allocator (its first allocation, where the variable is otherwise read,
+/// cannot spawn a thread: the spawn's blocks would be freed on the new
+/// thread outside the reentrancy guard).
+#[cfg(all(target_os = "linux", not(miri)))]
+#[used]
+#[link_section = ".init_array"]
+static BEFORE_MAIN: extern "C" fn() = before_main;
+
+#[cfg(all(target_os = "linux", not(miri)))]
+extern "C" fn before_main() {
+    // Never unwinds into the C library.
+    let _ = catch_unwind(|| {
+        let mut buf = [0u8; MAX_SPEC];
+        let Some(Ok(n)) = sys::getenv_into(VAR, &mut buf) else {
+            return;
+        };
+        // A bad value is reported once, by the activation.
+        let Ok(Some(Spec {
+            timeline: Some(every),
+            ..
+        })) = parse(&buf[..n])
+        else {
+            return;
+        };
+        // One allocation, so that the allocator has seen the process (and
+        // read the variable) if it is installed; if it is not, nothing.
+        drop(std::hint::black_box(Box::new(0u8)));
+        if !crate::counters::is_installed() {
+            return;
+        }
+        let mut slot = SAMPLER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(Timeline::start(every));
+        }
+    });
+}
+
 static ACTIVE: OnceLock<Active> = OnceLock::new();
 static WRITTEN: AtomicBool = AtomicBool::new(false);
 
@@ -137,6 +185,12 @@ enum Kind {
     /// `.profile.json`: the whole-run profile saved for `Profile::load` and
     /// the `tracealloc` command-line tool.
     Profile,
+    /// `.timeline.json`: the timeline (`Timeline::load`); it turns the
+    /// timeline on.
+    Timeline,
+    /// `.html`: one report: the timeline (if on), the live blocks at exit
+    /// by line, the line tables of `#[tracealloc::profile]` functions.
+    Html,
     /// `.json` (other than `.dhat.json`): a snapshot dump of the blocks
     /// live at exit, for `Snapshot::load`.
     Snapshot,
@@ -153,6 +207,8 @@ impl Kind {
         [
             (".dhat.json", Kind::Dhat),
             (".profile.json", Kind::Profile),
+            (".timeline.json", Kind::Timeline),
+            (".html", Kind::Html),
             (".pb.gz", Kind::Pprof),
             (".folded", Kind::Folded),
             (".svg", Kind::Svg),
@@ -223,6 +279,9 @@ struct Spec<'a> {
     sample_bytes: u64,
     /// `None`: chosen by `start`.
     capture: Option<CaptureMethod>,
+    /// The timeline's interval, when one is to run (`timeline=`, or a
+    /// `.timeline.json` output: every 10 ms).
+    timeline: Option<Duration>,
     outs: [Option<Output<'a>>; MAX_OUTS],
 }
 
@@ -241,6 +300,8 @@ enum ParseError<'a> {
     NotKeyValue(&'a str),
     /// A path with `=` or `;`: items joined with the wrong separator.
     Separator(&'a str),
+    /// A bad `timeline=` interval.
+    Timeline(&'a str),
     UnknownKey(&'a str),
     EmptyValue(&'a str),
     Twice(&'a str),
@@ -271,13 +332,17 @@ impl fmt::Display for ParseError<'_> {
                 write!(f, "`{item}` is not key=value (did you mean out={item}?)")
             }
             ParseError::NotKeyValue(item) => write!(f, "`{item}` is not key=value"),
+            ParseError::Timeline(v) => write!(
+                f,
+                "timeline={v}: an interval such as 10ms, 1s or 500us (at least 100us)"
+            ),
             ParseError::Separator(p) => write!(
                 f,
                 "out={p}: a path with `=` or `;` (separate items with `,`)"
             ),
             ParseError::UnknownKey(key) => write!(
                 f,
-                "unknown key `{key}` (the keys are frames, sample, capture and out)"
+                "unknown key `{key}` (the keys are frames, sample, capture, timeline and out)"
             ),
             ParseError::EmptyValue(key) => write!(f, "`{key}=` needs a value"),
             ParseError::Twice(key) => write!(f, "`{key}` given twice"),
@@ -301,8 +366,8 @@ impl fmt::Display for ParseError<'_> {
             ParseError::Capture(v) => write!(f, "capture={v}: use fp, unwind or auto"),
             ParseError::OutKind(p) => write!(
                 f,
-                "out={p}: the file name must end in .dhat.json, .profile.json, .pb.gz, .folded, \
-                 .svg or .json (it chooses the format)"
+                "out={p}: the file name must end in .dhat.json, .profile.json, .timeline.json, \
+                 .html, .pb.gz, .folded, .svg or .json (it chooses the format)"
             ),
             ParseError::OutFeature(p, feature) => write!(
                 f,
@@ -327,6 +392,7 @@ fn parse(raw: &[u8]) -> Result<Option<Spec<'_>>, ParseError<'_>> {
     let mut frames = None;
     let mut sample_bytes = None;
     let mut capture = None;
+    let mut timeline = None;
     let mut outs = [None; MAX_OUTS];
     let mut n_outs = 0;
     for item in text.split(',') {
@@ -336,7 +402,7 @@ fn parse(raw: &[u8]) -> Result<Option<Spec<'_>>, ParseError<'_>> {
         }
         let (key, value) = item.split_once('=').ok_or(ParseError::NotKeyValue(item))?;
         let (key, value) = (key.trim(), value.trim());
-        if !matches!(key, "frames" | "sample" | "capture" | "out") {
+        if !matches!(key, "frames" | "sample" | "capture" | "timeline" | "out") {
             return Err(ParseError::UnknownKey(key));
         }
         if value.is_empty() {
@@ -364,6 +430,10 @@ fn parse(raw: &[u8]) -> Result<Option<Spec<'_>>, ParseError<'_>> {
             "sample" => {
                 once(sample_bytes.is_some())?;
                 sample_bytes = Some(parse_size(value).map_err(|e| ParseError::Size(value, e))?);
+            }
+            "timeline" => {
+                once(timeline.is_some())?;
+                timeline = Some(parse_interval(value).ok_or(ParseError::Timeline(value))?);
             }
             "capture" => {
                 once(capture.is_some())?;
@@ -399,8 +469,29 @@ fn parse(raw: &[u8]) -> Result<Option<Spec<'_>>, ParseError<'_>> {
         frames: frames.unwrap_or(DEFAULT_FRAMES),
         sample_bytes: sample_bytes.unwrap_or(0),
         capture: capture.flatten(),
+        timeline: timeline.or_else(|| {
+            outs.iter()
+                .flatten()
+                .any(|o| o.kind == Kind::Timeline)
+                .then_some(Duration::from_millis(10))
+        }),
         outs,
     }))
+}
+
+/// `10ms`, `1s`, `500us`: at least 100 µs, at most an hour.
+fn parse_interval(v: &str) -> Option<Duration> {
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = v[..digits].parse().ok()?;
+    let d = match v[digits..].trim() {
+        "us" | "µs" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return None,
+    };
+    (Duration::from_micros(100)..=Duration::from_secs(3600))
+        .contains(&d)
+        .then_some(d)
 }
 
 /// Only `%p` and `%%` after a `%`.
@@ -550,8 +641,13 @@ fn write_outputs(active: &Active) {
             .then(crate::session::profile);
         let snapshot = outs
             .clone()
-            .any(|o| o.kind == Kind::Snapshot)
+            .any(|o| matches!(o.kind, Kind::Snapshot | Kind::Html))
             .then(crate::session::take_snapshot);
+        let timeline = SAMPLER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(crate::timeline::Sampler::stop);
         for out in outs {
             let path = out.resolve(pid, active.cwd.as_deref());
             // `target/` may not exist (CARGO_TARGET_DIR elsewhere, a
@@ -559,7 +655,12 @@ fn write_outputs(active: &Active) {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            if let Err(e) = write_output(out.kind, &path, profile.as_ref(), snapshot.as_ref()) {
+            let readings = Readings {
+                profile: profile.as_ref(),
+                snapshot: snapshot.as_ref(),
+                timeline: timeline.as_ref(),
+            };
+            if let Err(e) = write_output(out.kind, &path, &readings) {
                 let mut line = Line::new();
                 let _ = write!(line, "{e}");
                 line.emit();
@@ -568,15 +669,35 @@ fn write_outputs(active: &Active) {
     });
 }
 
+/// What the outputs are written from.
+struct Readings<'a> {
+    profile: Option<&'a Profile>,
+    snapshot: Option<&'a Snapshot>,
+    timeline: Option<&'a Timeline>,
+}
+
 /// Writes one output; the error is the line to print.
-fn write_output(
-    kind: Kind,
-    path: &Path,
-    profile: Option<&Profile>,
-    snapshot: Option<&Snapshot>,
-) -> Result<(), String> {
+fn write_output(kind: Kind, path: &Path, r: &Readings<'_>) -> Result<(), String> {
+    let (profile, snapshot) = (r.profile, r.snapshot);
     let missing = || format!("tracealloc: TRACEALLOC: no reading for {}", path.display());
     let written = match kind {
+        Kind::Timeline => r.timeline.ok_or_else(missing)?.save(path),
+        Kind::Html => {
+            let mut report = Report::new("tracealloc: a TRACEALLOC run");
+            if let Some(t) = r.timeline {
+                report = report.timeline("Timeline", t);
+            }
+            report = report.snapshot_top(
+                "Live at exit, by line",
+                snapshot.ok_or_else(missing)?,
+                10,
+                crate::snapshot::KeyType::Lineno,
+            );
+            for t in crate::line_profile::line_tables() {
+                report = report.text(&format!("{}, line by line", t.function), &t.to_string());
+            }
+            report.write(path)
+        }
         Kind::Snapshot => snapshot.ok_or_else(missing)?.dump(path),
         Kind::Dhat => profile.ok_or_else(missing)?.write_dhat(path),
         Kind::Profile => profile.ok_or_else(missing)?.save(path),
@@ -729,7 +850,7 @@ mod tests {
         );
         assert_eq!(
             err("depth=3"),
-            "unknown key `depth` (the keys are frames, sample, capture and out)"
+            "unknown key `depth` (the keys are frames, sample, capture, timeline and out)"
         );
         assert_eq!(err("out="), "`out=` needs a value");
         assert_eq!(err("sample= "), "`sample=` needs a value");

@@ -316,6 +316,31 @@ fn saved_profile_in_a_new_folder() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `timeline=`: a timeline sampled from before `main` to the exit, saved,
+/// and an HTML report holding it and the live blocks at exit.
+#[test]
+fn timeline_and_html_report() {
+    let dir = temp_dir();
+    let (out, _) = run_child(
+        "return",
+        Some("timeline=1ms,out=run.timeline.json,out=run.html"),
+        &dir,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let t = tracealloc::Timeline::load(dir.join("run.timeline.json")).unwrap();
+    assert!(!t.samples.is_empty(), "no sample in {t:?}");
+    // The child's five kept blocks (500 010 bytes) were live at some sample
+    // or at the stop.
+    assert!(t.peak() >= 500_010, "peak {}", t.peak());
+    let html = std::fs::read_to_string(dir.join("run.html")).unwrap();
+    for title in ["Timeline", "Live at exit, by line", "env_activation.rs"] {
+        assert!(html.contains(title), "no {title:?} in the report");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The outputs behind features: pprof (gzip) and the SVG flame graph.
 #[cfg(all(feature = "pprof", feature = "flamegraph"))]
 #[test]
@@ -407,13 +432,13 @@ fn bad_values_one_line_and_nothing_else() {
         ),
         (
             "frmes=4,out=heap.json",
-            "unknown key `frmes` (the keys are frames, sample, capture and out)",
+            "unknown key `frmes` (the keys are frames, sample, capture, timeline and out)",
         ),
         ("out=", "`out=` needs a value"),
         (
             "out=heap.txt",
-            "out=heap.txt: the file name must end in .dhat.json, .profile.json, .pb.gz, \
-             .folded, .svg or .json (it chooses the format)",
+            "out=heap.txt: the file name must end in .dhat.json, .profile.json, \
+             .timeline.json, .html, .pb.gz, .folded, .svg or .json (it chooses the format)",
         ),
     ];
     for (value, what) in cases {
