@@ -90,6 +90,13 @@ impl Error {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The error underneath, if any (an I/O error, a JSON syntax error),
+    /// which the message already quotes: e.g. to tell a missing file
+    /// (`std::io::ErrorKind::NotFound`) from a corrupt one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
 }
 
 impl fmt::Display for Error {
@@ -109,13 +116,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+/// The cause is in the one line `Display` writes, so `source()` returns
+/// `None`: error-chain printers (anyhow's `{:#}`, `Report`s) would show it
+/// twice otherwise. [`Error::cause`] gives it to code that needs it.
+impl std::error::Error for Error {}
 
 #[derive(Serialize)]
 struct DumpFile {

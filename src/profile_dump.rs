@@ -785,7 +785,7 @@ mod tests {
             "{err}"
         );
         let err = Profile::load(temp("")).unwrap_err();
-        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(err.to_string().contains("is a directory"), "{err}");
 
         let (_, good) = saved(&sample(), "good.json");
         let snapshot_path = temp("snapshot.json");

@@ -265,6 +265,16 @@ pub struct Snapshot {
     sample_bytes: Option<u64>,
 }
 
+/// Cumulative statistics by whole traceback have no meaning (tracemalloc
+/// raises `ValueError`): a panic at the caller's line.
+#[track_caller]
+fn refuse_cumulative_traceback(key_type: KeyType, cumulative: bool) {
+    assert!(
+        !(cumulative && key_type == KeyType::Traceback),
+        "tracealloc: cumulative statistics are not available for KeyType::Traceback"
+    );
+}
+
 impl Snapshot {
     /// A snapshot of the given traces (for tests and tools).
     pub fn new(traces: Vec<Trace>, traceback_limit: usize) -> Snapshot {
@@ -306,13 +316,9 @@ impl Snapshot {
     }
 
     /// Per key: (bytes, blocks), weighted when the snapshot is sampled.
-    ///
-    /// Panics for cumulative [`KeyType::Traceback`] (see `statistics`).
+    /// Cumulative [`KeyType::Traceback`] is refused by the callers (see
+    /// `statistics`).
     fn group(&self, key_type: KeyType, cumulative: bool) -> HashMap<Traceback, (f64, f64)> {
-        assert!(
-            !(cumulative && key_type == KeyType::Traceback),
-            "tracealloc: cumulative statistics are not available for KeyType::Traceback"
-        );
         // First per traceback (traces of one stack share their frames, so
         // this pass hashes a pointer, not strings), then per frame of each
         // distinct traceback: cumulative statistics cost stacks × frames,
@@ -357,7 +363,9 @@ impl Snapshot {
     ///
     /// With `cumulative` and [`KeyType::Traceback`], which has no meaning
     /// (tracemalloc raises `ValueError`).
+    #[track_caller]
     pub fn statistics(&self, key_type: KeyType, cumulative: bool) -> Vec<Statistic> {
+        refuse_cumulative_traceback(key_type, cumulative);
         untraced(|| {
             let groups = self.group(key_type, cumulative);
             let mut stats: Vec<Statistic> = groups
@@ -397,12 +405,14 @@ impl Snapshot {
     /// let diff = new.compare_to(&old, KeyType::Lineno, false);
     /// assert_eq!(diff[0].to_string(), "src/model.rs:42: size=1024 B (+512 B), count=2 (+1), average=512 B");
     /// ```
+    #[track_caller]
     pub fn compare_to(
         &self,
         old: &Snapshot,
         key_type: KeyType,
         cumulative: bool,
     ) -> Vec<StatisticDiff> {
+        refuse_cumulative_traceback(key_type, cumulative);
         untraced(|| {
             let new_groups = self.group(key_type, cumulative);
             let mut old_groups = old.group(key_type, cumulative);

@@ -400,7 +400,7 @@ fn bad_input_is_one_clear_line_and_status_1() {
                 missing.display()
             ),
         );
-        run(&dir, 1, "cannot open: not a regular file");
+        run(&dir, 1, "cannot open: is a directory");
         run(&empty, 1, "not a tracealloc snapshot or profile file");
         run(&not_json, 1, "not a tracealloc snapshot or profile file");
         run(&truncated_profile, 1, "cannot load profile");

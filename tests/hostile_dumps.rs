@@ -411,3 +411,44 @@ fn reports_read_only_regular_source_files() {
     tracealloc::set_source_lines(true);
     assert!(!off.contains("let ok = 2;"), "{off}");
 }
+
+/// The cause is in the message once: `source()` does not repeat it (an
+/// error-chain printer would show it twice), `cause()` gives it to code.
+#[test]
+fn errors_say_their_cause_once() {
+    let dir = std::env::temp_dir();
+    let err = tracealloc::Snapshot::load(&dir).unwrap_err();
+    assert!(
+        err.to_string().ends_with("cannot open: is a directory"),
+        "{err}"
+    );
+    let missing = dir.join("tracealloc-no-such-file.json");
+    let err = tracealloc::Snapshot::load(&missing).unwrap_err();
+    assert!(std::error::Error::source(&err).is_none());
+    let cause = err.cause().expect("an I/O error underneath");
+    assert!(err.to_string().ends_with(&cause.to_string()), "{err}");
+    let io = cause
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+}
+
+/// A misuse panic points at the caller's line, not inside the crate.
+#[test]
+fn misuse_panics_point_at_the_caller() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let hook_seen = seen.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(l) = info.location() {
+            *hook_seen.lock().unwrap() = Some(l.file().to_string());
+        }
+    }));
+    let s = tracealloc::Snapshot::new(Vec::new(), 1);
+    let r = std::panic::catch_unwind(|| s.statistics(tracealloc::KeyType::Traceback, true));
+    let r2 = std::panic::catch_unwind(|| s.compare_to(&s, tracealloc::KeyType::Traceback, true));
+    std::panic::set_hook(previous);
+    assert!(r.is_err() && r2.is_err());
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(file!()));
+}

@@ -322,7 +322,11 @@ pub(crate) fn open_regular(path: &std::path::Path, max_len: u64) -> std::io::Res
     use std::io::{Error, ErrorKind};
     // Checked before opening (opening a device can do something, opening a
     // pipe can block), and again on the open file.
-    if !std::fs::metadata(path)?.is_file() {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(Error::new(ErrorKind::IsADirectory, "is a directory"));
+    }
+    if !meta.is_file() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
     }
     let mut options = std::fs::OpenOptions::new();
