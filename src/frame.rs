@@ -28,6 +28,10 @@ pub(crate) struct FrameData {
     pub(crate) filename: Arc<str>,
     pub(crate) lineno: u32,
     pub(crate) function: Arc<str>,
+    /// The path `filename` shortens (a dependency's in the cargo registry,
+    /// the standard library's in the toolchain); the same `Arc` when it is
+    /// not shortened.
+    pub(crate) path: Arc<str>,
 }
 
 impl Frame {
@@ -38,10 +42,36 @@ impl Frame {
 
     pub(crate) fn from_parts(filename: Arc<str>, lineno: u32, function: Arc<str>) -> Frame {
         Frame(Arc::new(FrameData {
+            path: filename.clone(),
             filename,
             lineno,
             function,
         }))
+    }
+
+    /// A frame whose `filename` is the short form of `path`.
+    pub(crate) fn at_path(
+        filename: Arc<str>,
+        path: Arc<str>,
+        lineno: u32,
+        function: Arc<str>,
+    ) -> Frame {
+        Frame(Arc::new(FrameData {
+            filename,
+            lineno,
+            function,
+            path,
+        }))
+    }
+
+    /// The source file's path as the debug information gives it (relative
+    /// to the working directory when it lies under it), where
+    /// [`filename`](Frame::filename) shortens it: a dependency's
+    /// `~/.cargo/registry/src/index.crates.io-…/serde_json-1.0.154/src/map.rs`
+    /// is `serde_json-1.0.154/src/map.rs` there. Reports read source lines
+    /// from this path. A frame loaded from a dump has its `filename` here.
+    pub fn path(&self) -> &str {
+        &self.0.path
     }
 
     /// The source file, relative to the working directory when it lies
@@ -186,7 +216,7 @@ impl Traceback {
             let mut lines = Vec::new();
             for f in ordered {
                 lines.push(format!("  File \"{}\", line {}", f.0.filename, f.0.lineno));
-                if let Some(src) = source_line(&f.0.filename, f.0.lineno) {
+                if let Some(src) = source_line(&f.0.path, f.0.lineno) {
                     lines.push(format!("    {src}"));
                 }
             }

@@ -109,7 +109,7 @@ fn source_of(t: &crate::frame::Traceback, key_type: KeyType) -> String {
     }
     t.frames()
         .first()
-        .and_then(|f| source_line(f.filename(), f.lineno()))
+        .and_then(|f| source_line(f.path(), f.lineno()))
         .map(|s| escape(&s))
         .unwrap_or_default()
 }

@@ -26,7 +26,7 @@ fn write_context(f: &mut fmt::Formatter<'_>, t: &Traceback, key_type: KeyType) -
             if let Some(src) = t
                 .frames()
                 .first()
-                .and_then(|fr| source_line(fr.filename(), fr.lineno()))
+                .and_then(|fr| source_line(fr.path(), fr.lineno()))
             {
                 writeln!(f, "    {src}")?;
             }
@@ -260,7 +260,7 @@ impl fmt::Display for Duplicates {
                 .traceback
                 .frames
                 .first()
-                .and_then(|fr| source_line(&fr.0.filename, fr.0.lineno))
+                .and_then(|fr| source_line(&fr.0.path, fr.0.lineno))
             {
                 writeln!(f, "      {src}")?;
             }

@@ -533,26 +533,26 @@ pub(crate) fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
         return Traceback::new(Vec::new());
     };
     let one = |f: Frame| Traceback::new(vec![f]);
+    // A key keeps the frame's full path (reports read source lines from
+    // it); frames of one file have one path, so keys group as before.
+    let key = |f: &Frame, lineno: u32, function: &std::sync::Arc<str>| {
+        Frame::at_path(
+            f.0.filename.clone(),
+            f.0.path.clone(),
+            lineno,
+            function.clone(),
+        )
+    };
+    let none: std::sync::Arc<str> = "".into();
     match key_type {
-        KeyType::Traceback => Traceback::new(
-            t.frames
-                .iter()
-                .map(|f| Frame::from_parts(f.0.filename.clone(), f.0.lineno, "".into()))
-                .collect(),
-        ),
+        KeyType::Traceback => {
+            Traceback::new(t.frames.iter().map(|f| key(f, f.0.lineno, &none)).collect())
+        }
         // As tracemalloc's keys: file and line only (two closures inlined
         // on one line are one key).
-        KeyType::Lineno => one(Frame::from_parts(
-            frame.0.filename.clone(),
-            frame.0.lineno,
-            "".into(),
-        )),
-        KeyType::Filename => one(Frame::from_parts(frame.0.filename.clone(), 0, "".into())),
-        KeyType::Function => one(Frame::from_parts(
-            frame.0.filename.clone(),
-            0,
-            frame.0.function.clone(),
-        )),
+        KeyType::Lineno => one(key(frame, frame.0.lineno, &none)),
+        KeyType::Filename => one(key(frame, 0, &none)),
+        KeyType::Function => one(key(frame, 0, &frame.0.function)),
     }
 }
 

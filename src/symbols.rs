@@ -109,15 +109,48 @@ impl Cache {
                     (None, _) => UNKNOWN.to_string(),
                 };
                 let line = if file == UNKNOWN { 0 } else { line };
-                let filename = self.intern(&file);
+                let short = shorten(&file);
+                let filename = self.intern(short);
+                let path = if short.len() == file.len() {
+                    filename.clone()
+                } else {
+                    self.intern(&file)
+                };
                 let function = self.intern(function);
-                (Frame::from_parts(filename, line, function), internal)
+                (Frame::at_path(filename, path, line, function), internal)
             })
             .collect();
         let frames: Arc<[Classified]> = frames.into();
         self.ips.insert(ip, frames.clone());
         frames
     }
+}
+
+/// A dependency's or the toolchain's path, from the crate on: the cargo
+/// registry's `…/registry/src/index.crates.io-<hash>/serde_json-1.0.154/src/map.rs`
+/// is `serde_json-1.0.154/src/map.rs`, a git dependency's
+/// `…/git/checkouts/<repo>-<hash>/<rev>/src/lib.rs` is
+/// `<repo>-<hash>/<rev>/src/lib.rs`, and the standard library's
+/// `/rustc/<hash>/library/core/src/…` (or a toolchain's
+/// `…/lib/rustlib/src/rust/library/core/src/…`) is `library/core/src/…`,
+/// as dhat-rs shortens them. Other paths are kept.
+fn shorten(path: &str) -> &str {
+    if let Some(i) = path.find("/registry/src/") {
+        let rest = &path[i + "/registry/src/".len()..];
+        // Past the registry's folder (index.crates.io-<hash>).
+        if let Some(j) = rest.find('/') {
+            return &rest[j + 1..];
+        }
+    }
+    if let Some(i) = path.find("/git/checkouts/") {
+        return &path[i + "/git/checkouts/".len()..];
+    }
+    if path.starts_with("/rustc/") || path.contains("/lib/rustlib/src/rust/") {
+        if let Some(i) = path.find("/library/") {
+            return &path[i + 1..];
+        }
+    }
+    path
 }
 
 /// `path` with `.` components and `dir/..` pairs removed (lexically: a
@@ -355,6 +388,34 @@ mod tests {
 
     fn frame(file: &str, line: u32, func: &str) -> Classified {
         (Frame::new(file, line, func), is_internal(file, func))
+    }
+
+    #[test]
+    fn dependency_and_toolchain_paths_are_shortened() {
+        assert_eq!(
+            shorten("/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde_json-1.0.154/src/map.rs"),
+            "serde_json-1.0.154/src/map.rs"
+        );
+        assert_eq!(
+            shorten("/home/u/.cargo/git/checkouts/framehop-0123abcd/9f8e7d6/src/lib.rs"),
+            "framehop-0123abcd/9f8e7d6/src/lib.rs"
+        );
+        assert_eq!(
+            shorten("/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/iter/mod.rs"),
+            "library/core/src/iter/mod.rs"
+        );
+        assert_eq!(
+            shorten("/home/u/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/src/rust/library/alloc/src/vec/mod.rs"),
+            "library/alloc/src/vec/mod.rs"
+        );
+        for kept in [
+            "src/main.rs",
+            "/work/app/src/library/x.rs",
+            "examples/model/mod.rs",
+            UNKNOWN,
+        ] {
+            assert_eq!(shorten(kept), kept);
+        }
     }
 
     #[test]
