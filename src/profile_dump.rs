@@ -541,8 +541,14 @@ pub(crate) fn kind_of(path: &Path) -> Result<Kind, Error> {
     }
 }
 
+/// The seeded mutations the tests of tests/ use too.
+#[cfg(test)]
+#[path = "../tests/mutants/mod.rs"]
+mod mutants;
+
 #[cfg(test)]
 mod tests {
+    use super::mutants::{mutate, Rng};
     use super::*;
     use crate::snapshot::Snapshot;
     use std::path::PathBuf;
@@ -1018,20 +1024,6 @@ mod tests {
     }
 
     /// xorshift64*, seeded: the mutants are the same on every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
     const HOSTILE: &[&str] = &[
         "0",
         "1",
@@ -1055,38 +1047,6 @@ mod tests {
         "{}",
     ];
 
-    fn mutate(good: &[u8], rng: &mut Rng) -> Vec<u8> {
-        let mut m = good.to_vec();
-        for _ in 0..1 + rng.below(4) {
-            let at = rng.below(m.len());
-            match rng.below(6) {
-                0 => m[at] = rng.next() as u8,
-                1 => {
-                    let end = (at + 1 + rng.below(40)).min(m.len());
-                    m.drain(at..end);
-                }
-                2 => {
-                    let end = (at + 1 + rng.below(200)).min(m.len());
-                    let copy = m[at..end].to_vec();
-                    m.splice(at..at, copy);
-                }
-                3 | 4 => {
-                    // A number replaced by a hostile value.
-                    let start = (at..m.len()).find(|&i| m[i].is_ascii_digit());
-                    if let Some(start) = start {
-                        let end = (start..m.len())
-                            .find(|&i| !m[i].is_ascii_digit())
-                            .unwrap_or(m.len());
-                        let h = HOSTILE[rng.below(HOSTILE.len())].as_bytes();
-                        m.splice(start..end, h.iter().copied());
-                    }
-                }
-                _ => m.truncate(at),
-            }
-        }
-        m
-    }
-
     /// Seeded mutants of a valid profile: none makes `load` (nor
     /// `load_any`) panic, and every one that loads can be saved, reloaded
     /// equal, and drawn (folded stacks, the table) without a panic.
@@ -1099,7 +1059,7 @@ mod tests {
         let mutant = temp("mutant.json");
         let again = temp("mutant-again.json");
         for i in 0..3000 {
-            let m = mutate(&good, &mut rng);
+            let m = mutate(&good, &mut rng, HOSTILE);
             std::fs::write(&mutant, &m).unwrap();
             let outcome = std::panic::catch_unwind(|| {
                 let any = load_any(&mutant);

@@ -15,9 +15,12 @@
 //! Run: `cargo test --features cli --test cli` (the million-block timing:
 //! `cargo test --release --features cli --test cli -- --ignored`).
 
+mod mutants;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mutants::{replace_number, Rng};
 use tracealloc::{
     measure, Frame, KeyType, Metric, Profile, Snapshot, Trace, TraceAlloc, Traceback,
 };
@@ -494,20 +497,6 @@ fn bad_input_is_one_clear_line_and_status_1() {
 }
 
 /// xorshift64*, seeded: the mutants are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 const HOSTILE: &[&str] = &[
     "0",
     "-1",
@@ -535,15 +524,7 @@ fn mutate(good: &[u8], rng: &mut Rng) -> Vec<u8> {
                 let end = (at + 1 + rng.below(20)).min(m.len());
                 m.drain(at..end);
             }
-            2..=6 => {
-                if let Some(start) = (at..m.len()).find(|&i| m[i].is_ascii_digit()) {
-                    let end = (start..m.len())
-                        .find(|&i| !m[i].is_ascii_digit())
-                        .unwrap_or(m.len());
-                    let h = HOSTILE[rng.below(HOSTILE.len())].as_bytes();
-                    m.splice(start..end, h.iter().copied());
-                }
-            }
+            2..=6 => replace_number(&mut m, at, rng, HOSTILE),
             _ => m.truncate(at),
         }
     }

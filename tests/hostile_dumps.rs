@@ -5,9 +5,12 @@
 //! overflow. Seeded mutants of a valid dump keep all of that from
 //! regressing.
 
+mod mutants;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
+use mutants::{mutate, Rng};
 use tracealloc::{measure, Frame, KeyType, Snapshot, Trace, TraceAlloc, Traceback};
 
 #[global_allocator]
@@ -222,20 +225,6 @@ fn a_real_dump_loads_in_a_few_times_its_size() {
 }
 
 /// xorshift64*, seeded: the mutants are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 const HOSTILE: &[&str] = &[
     "0",
     "1",
@@ -257,38 +246,6 @@ const HOSTILE: &[&str] = &[
     "\"/proc/self/mem\"",
 ];
 
-fn mutate(good: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut m = good.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(m.len());
-        match rng.below(6) {
-            0 => m[at] = rng.next() as u8,
-            1 => {
-                let end = (at + 1 + rng.below(40)).min(m.len());
-                m.drain(at..end);
-            }
-            2 => {
-                let end = (at + 1 + rng.below(200)).min(m.len());
-                let copy = m[at..end].to_vec();
-                m.splice(at..at, copy);
-            }
-            3 | 4 => {
-                // A number (or a token) replaced by a hostile one.
-                let start = (at..m.len()).find(|&i| m[i].is_ascii_digit());
-                if let Some(start) = start {
-                    let end = (start..m.len())
-                        .find(|&i| !m[i].is_ascii_digit())
-                        .unwrap_or(m.len());
-                    let h = HOSTILE[rng.below(HOSTILE.len())].as_bytes();
-                    m.splice(start..end, h.iter().copied());
-                }
-            }
-            _ => m.truncate(at),
-        }
-    }
-    m
-}
-
 /// Seeded mutants of a valid dump: none makes `load` panic or exceed its
 /// bound, and every one that loads can be reported on (statistics, diffs,
 /// top, duplicates) without a panic.
@@ -308,7 +265,7 @@ fn mutated_dumps_never_panic_nor_exceed_the_bound() {
     let (mut loaded, mut refused) = (0, 0);
     let mutant = temp("mutant.json");
     for i in 0..3000 {
-        let m = mutate(&good, &mut rng);
+        let m = mutate(&good, &mut rng, HOSTILE);
         std::fs::write(&mutant, &m).unwrap();
         let outcome = std::panic::catch_unwind(|| {
             let (result, _) = load_within_bound(&mutant);
