@@ -27,7 +27,7 @@ impl Model {
     }
 }
 
-fn mib(bytes: usize) -> String {
+fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 

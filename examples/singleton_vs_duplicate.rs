@@ -6,23 +6,34 @@
 //! figures.
 //!
 //! ```text
-//! cargo run --release --example singleton_vs_duplicate [-- --size-mib N] [-- --model PATH]
+//! cargo run --release --example singleton_vs_duplicate
+//! cargo run --release --example singleton_vs_duplicate -- --size-mib 16
+//! cargo run --release --example singleton_vs_duplicate -- --model PATH
+//! cargo run --release --example singleton_vs_duplicate -- --help
 //! ```
 //!
-//! With no `--model`, a deterministic demo model (`--size-mib`, default 256,
-//! of f32 weights in four named tensors, plus a 30 000-word vocabulary) is
-//! written once under `target/tracealloc-demo/` and reused. `--model` loads
-//! any `.safetensors` file (F32, F16 or BF16 tensors), e.g. a downloaded
-//! `BAAI/bge-large-zh-v1.5/model.safetensors`.
+//! With no `--model`, a deterministic demo model (`--size-mib` MiB of f32
+//! weights, default 256, in four named tensors, and a vocabulary of one word
+//! per row of its word embeddings) is written under `target/tracealloc-demo/`
+//! for the run and removed at exit (writing 256 MiB takes 1 to 2 s, a fifth
+//! of the run; a cache would keep 256 MiB of disk for every size ever run).
+//! Demo models that earlier runs left there are removed. `--model` loads any
+//! `.safetensors` file (F32, F16 or BF16 tensors) instead, e.g. a downloaded
+//! `BAAI/bge-large-zh-v1.5/model.safetensors`; the two options exclude each
+//! other. A file that is not a model is refused in one line before anything
+//! runs, as is a model whose loads would not fit in the available memory
+//! (about three times its weights at the peak). The HTML report and the
+//! timeline are written to `target/tracealloc-demo/` and kept.
 
 #[allow(dead_code)] // the rest serves tests/singleton_cost.rs
 mod model;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, FromArgMatches, Parser};
 use model::{FileMappings, MappedModel, Model};
 use tracealloc::{KeyType, Registry, TraceAlloc};
 
@@ -33,21 +44,26 @@ static GLOBAL: TraceAlloc = TraceAlloc::system();
 /// user drops it (the seed's "weak references" and "lazy loading").
 static MODELS: Registry<PathBuf, Model> = Registry::weak();
 
-fn mib(bytes: usize) -> f64 {
+fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
+}
+
+/// `bytes` in the unit that suits it ("16.0 MiB", "8.3 KiB"), for prose.
+fn size(bytes: u64) -> String {
+    model::human_bytes(bytes)
 }
 
 /// One row of a strategy's table.
 struct Row {
     step: String,
-    heap: usize,
-    peak: usize,
-    rss: Option<usize>,
+    heap: u64,
+    peak: u64,
+    rss: Option<u64>,
     time: Option<Duration>,
 }
 
 /// The heap and RSS at `row`, against `start`.
-fn growth(row: &Row, start: &Row) -> (usize, Option<usize>) {
+fn growth(row: &Row, start: &Row) -> (u64, Option<u64>) {
     (
         row.heap.saturating_sub(start.heap),
         row.rss.zip(start.rss).map(|(a, b)| a.saturating_sub(b)),
@@ -89,7 +105,7 @@ fn print_table(title: &str, rows: &[Row], same: bool, notes: &[String]) {
     }
     println!("  model1 is model2: {same}");
     for n in notes {
-        println!("  {n}");
+        print!("{}", wrap(n, "  "));
     }
     println!();
 }
@@ -103,9 +119,9 @@ fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
 /// What a strategy's two loads held and took, for the verdict.
 struct Outcome {
     /// Heap held after both loads, over the start.
-    heap: usize,
+    heap: u64,
     /// RSS growth after both loads.
-    rss: Option<usize>,
+    rss: Option<u64>,
     /// The two loads' times.
     times: (Duration, Duration),
     /// Bytes of weights and vocabulary entries of one model.
@@ -114,20 +130,14 @@ struct Outcome {
 }
 
 fn load(path: &Path) -> Model {
-    Model::load(path).unwrap_or_else(|e| {
-        eprintln!("singleton_vs_duplicate: {e}");
-        std::process::exit(1);
-    })
+    Model::load(path).unwrap_or_else(|e| fail(&e))
 }
 
 /// Maps the file, then reads every weight once through the map (a checksum,
 /// as a first inference would read them): the pages are touched, so RSS
 /// shows them.
 fn load_mapped(path: &Path) -> MappedModel {
-    let m = MappedModel::load(path).unwrap_or_else(|e| {
-        eprintln!("singleton_vs_duplicate: {e}");
-        std::process::exit(1);
-    });
+    let m = MappedModel::load(path).unwrap_or_else(|e| fail(&e));
     black_box(m.checksum());
     m
 }
@@ -250,76 +260,271 @@ fn map_twice(path: &Path) -> (Outcome, Option<FileMappings>) {
     )
 }
 
+/// The command line. clap's help is not wrapped (that would take its
+/// `wrap_help` feature), so the texts carry their own line breaks.
+#[derive(Parser, Debug)]
+#[command(
+    name = "singleton_vs_duplicate",
+    about = "What loading a model twice costs, against sharing one instance or mapping it",
+    long_about = "What loading a model twice costs, against sharing one instance through\n\
+                  tracealloc::Registry and against mapping the file (memmap2): heap, peak,\n\
+                  RSS and time of each strategy, the tracer's view of the loads, and a\n\
+                  verdict computed from the figures."
+)]
 struct Args {
+    /// The demo model's size.
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 256,
+        // Parsed as i64 so that "-1" is "not in 1..=65536", not a bad digit.
+        value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=65536),
+        conflicts_with = "model",
+        allow_negative_numbers = true,
+        help = "Demo model's f32 weights, in MiB (1 to 65536)",
+        long_help = "Size of the demo model's f32 weights, in MiB (1 to 65536). The demo\n\
+                     model (four tensors and a vocabulary) is written for this run and\n\
+                     removed at exit."
+    )]
+    size_mib: u64,
+
+    /// The model file to load instead.
+    #[arg(
+        long,
+        value_name = "PATH",
+        help = "Load this .safetensors file instead of the demo model",
+        long_help = "Load this .safetensors file (F32, F16 or BF16 tensors) instead of\n\
+                     the demo model. A file that is not a model is refused before\n\
+                     anything runs."
+    )]
     model: Option<PathBuf>,
-    size_mib: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        model: None,
-        size_mib: 256,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--model" => args.model = Some(it.next().ok_or("--model needs a path")?.into()),
-            "--size-mib" => {
-                let v = it.next().ok_or("--size-mib needs a number")?;
-                args.size_mib = v
-                    .parse()
-                    .ok()
-                    .filter(|&n: &usize| (1..=65536).contains(&n))
-                    .ok_or(format!(
-                        "--size-mib needs a number from 1 to 65536, got {v:?}"
-                    ))?;
-            }
-            "-h" | "--help" => {
-                println!("usage: singleton_vs_duplicate [--size-mib N] [--model PATH]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
+/// The command line, with the output directory in the help.
+fn parse_args() -> Args {
+    let after = format!(
+        "Writes report.html (open it in a browser), timeline.json and timeline.svg\n\
+         to {}\n\
+         (<CARGO_TARGET_DIR>/tracealloc-demo when CARGO_TARGET_DIR is set).\n\
+         Needs about three times the weights in memory at its peak: a model that\n\
+         would not fit in the available memory is refused.\n\n\
+         Examples:\n  \
+         cargo run --release --example singleton_vs_duplicate\n  \
+         cargo run --release --example singleton_vs_duplicate -- --size-mib 16\n  \
+         cargo run --release --example singleton_vs_duplicate -- --model PATH",
+        model::demo_dir().display()
+    );
+    let matches = Args::command().after_help(after).get_matches();
+    Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The demo model this run wrote, removed at exit (by [`fail`] too, which
+/// exits without running destructors).
+static DEMO_MODEL: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Removes the demo model this run wrote, if any; its size, if it was removed.
+fn remove_demo_model() -> Option<u64> {
+    let path = DEMO_MODEL.lock().ok()?.take()?;
+    // A write that failed leaves its temporary file (see model::write_demo).
+    let _ = std::fs::remove_file(path.with_extension("safetensors.tmp"));
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    std::fs::remove_file(&path).ok().map(|()| size)
+}
+
+/// Removes the demo model when `main` returns or unwinds.
+struct DemoModelGuard;
+
+impl Drop for DemoModelGuard {
+    fn drop(&mut self) {
+        remove_demo_model();
+    }
+}
+
+/// Prints `error: {message}` (one line), removes the demo model, exits 1.
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    remove_demo_model();
+    std::process::exit(1);
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes (Linux).
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
+/// Refuses a model whose loads would not fit: strategy 1 holds one decoded
+/// copy while the second load holds the file's bytes and decodes another.
+fn check_memory(what: &str, decoded: u64, file: u64) {
+    let need = 2 * decoded + file;
+    if let Some(available) = mem_available() {
+        if need > available {
+            fail(&format!(
+                "{what}: loading it twice holds about {} at the peak (two decoded \
+                 copies of the weights and the file's bytes), and /proc/meminfo says {} \
+                 is available",
+                model::human_bytes(need),
+                model::human_bytes(available)
+            ));
         }
     }
-    Ok(args)
+}
+
+/// Prose wrapped at `WIDTH` columns, each line after `indent`; breaks only
+/// at spaces, and never inside a figure: a number stays with the unit after
+/// it ("16.0 MiB", "171 ms", "50 %").
+fn wrap(text: &str, indent: &str) -> String {
+    const WIDTH: usize = 80;
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "ms", "s", "%", "µs"];
+    // Words, with a figure's number and unit joined into one.
+    let mut words: Vec<String> = Vec::new();
+    for w in text.split(' ').filter(|w| !w.is_empty()) {
+        let unit = w.trim_end_matches(|c: char| ",.;:)".contains(c));
+        match words.last_mut() {
+            Some(prev) if UNITS.contains(&unit) && prev.ends_with(|c: char| c.is_ascii_digit()) => {
+                prev.push(' ');
+                prev.push_str(w);
+            }
+            _ => words.push(w.to_string()),
+        }
+    }
+    let mut out = String::new();
+    let mut line = String::new();
+    for w in words {
+        let len = |s: &str| s.chars().count();
+        if !line.is_empty() && len(indent) + len(&line) + 1 + len(&w) > WIDTH {
+            out.push_str(indent);
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&w);
+    }
+    if !line.is_empty() {
+        out.push_str(indent);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The model to load, once the command line and the file are known good:
+/// its path and a line saying what it is.
+struct Input {
+    path: PathBuf,
+    /// Bytes of the file.
+    file_bytes: u64,
+    /// Bytes of the weights once decoded to f32 (what a read model holds).
+    decoded: u64,
+    /// Vocabulary entries.
+    words: usize,
+    /// The demo model's size, when this run writes one.
+    demo_mib: Option<u64>,
+}
+
+/// Checks the command line's model (or the demo model's size) before
+/// anything is printed: a file that is not a model, or a model too big for
+/// the memory, ends the run with one line.
+fn input(args: &Args) -> Input {
+    match &args.model {
+        Some(path) => {
+            // Parses the header and checks every tensor's offsets and dtype
+            // against the file; reads no weight.
+            let m = MappedModel::load(path).unwrap_or_else(|e| fail(&e));
+            if m.tensors.is_empty() {
+                fail(&format!(
+                    "{}: a .safetensors file with no tensors: nothing to load",
+                    path.display()
+                ));
+            }
+            let decoded: u64 = m.tensors.iter().map(|t| 4 * t.len() as u64).sum();
+            let file_bytes = std::fs::metadata(path).map_or(0, |md| md.len());
+            let words = m.vocab.len();
+            drop(m);
+            check_memory(&path.display().to_string(), decoded, file_bytes);
+            Input {
+                path: path.clone(),
+                file_bytes,
+                decoded,
+                words,
+                demo_mib: None,
+            }
+        }
+        None => {
+            let bytes = args.size_mib << 20;
+            check_memory(&format!("--size-mib {}", args.size_mib), bytes, bytes);
+            Input {
+                path: model::demo_path(args.size_mib),
+                file_bytes: bytes,
+                decoded: bytes,
+                words: model::demo_words(bytes as usize),
+                demo_mib: Some(args.size_mib),
+            }
+        }
+    }
 }
 
 fn main() {
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("singleton_vs_duplicate: {e}");
-        std::process::exit(2);
-    });
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => {
-            let p = model::demo_path(args.size_mib);
-            if !p.exists() {
-                println!(
-                    "Writing a {} MiB demo model to {} (once)...",
-                    args.size_mib,
-                    p.display()
-                );
-                let (r, t) = timed(|| model::write_demo(&p, args.size_mib << 20, 30_000));
-                if let Err(e) = r {
-                    eprintln!("singleton_vs_duplicate: {e}");
-                    std::process::exit(1);
-                }
-                println!("  written in {:.1} s\n", t.as_secs_f64());
-            }
-            p
+    let args = parse_args();
+    let input = input(&args);
+    let _demo_model = DemoModelGuard;
+    let path = input.path.clone();
+    let mut demo_written = None;
+    if let Some(size) = input.demo_mib {
+        for (leftover, bytes) in model::remove_leftover_demos() {
+            let line = format!(
+                "Removed {} ({:.1} MiB), a demo model an earlier run left.",
+                leftover.display(),
+                mib(bytes)
+            );
+            print!("{}", wrap(&line, ""));
         }
+        *DEMO_MODEL.lock().expect("not poisoned") = Some(path.clone());
+        let bytes = (size << 20) as usize;
+        let (r, t) = timed(|| model::write_demo(&path, bytes, model::demo_words(bytes)));
+        if let Err(e) = r {
+            fail(&e);
+        }
+        demo_written = Some(t);
+    }
+    let file_bytes = std::fs::metadata(&path).map_or(input.file_bytes, |m| m.len());
+    let words = input.words;
+    let what = match demo_written {
+        Some(t) => format!(
+            "Demo model: {} MiB of f32 weights in four tensors and {words} vocabulary \
+             entries, written to {} ({:.1} MiB) in {:.0} ms for this run and removed at exit \
+             (--model PATH loads a .safetensors file of yours instead).",
+            args.size_mib,
+            path.display(),
+            mib(file_bytes),
+            t.as_secs_f64() * 1e3
+        ),
+        None => format!(
+            "Model: {} ({:.1} MiB; {:.1} MiB of weights once decoded to f32, {words} \
+             vocabulary entries).",
+            path.display(),
+            mib(file_bytes),
+            mib(input.decoded)
+        ),
     };
-    let file_bytes = std::fs::metadata(&path)
-        .map(|m| m.len() as usize)
-        .unwrap_or(0);
-    println!(
-        "Model: {} ({:.1} MiB). Strategies 1 and 2 read it: the file's bytes are copied into the heap and",
-        path.display(),
-        mib(file_bytes)
+    print!("{}", wrap(&what, ""));
+    print!(
+        "{}",
+        wrap(
+            "Strategies 1 and 2 read it: the file's bytes are copied into the heap and each \
+             tensor is decoded into its own Vec<f32>, so the weights are heap memory and count \
+             in RSS. Strategy 3 maps it: the weights stay in the page cache and are read through \
+             the map (each load reads every weight once), so they count in RSS, not in the heap; \
+             the vocabulary is on the heap in all three.",
+            ""
+        )
     );
-    println!("each tensor is decoded into its own Vec<f32>, so the weights are heap memory and count in RSS.");
-    println!("Strategy 3 maps it: the weights stay in the page cache and are read through the map (each load");
-    println!("reads every weight once), so they count in RSS, not in the heap; the vocabulary is on the heap in all three.\n");
+    println!();
 
     // mprof's timeline: heap, peak and RSS every 10 ms, with each profiled
     // strategy's entry and exit as brackets; and memory_profiler's line
@@ -343,7 +548,22 @@ fn main() {
     let (map, maps) = map_twice(&path);
     let table_map = line_table("Strategy 3");
 
-    // The tracer's view: the diff of snapshots around the two loads.
+    // The tracer's view: the diff of snapshots around the two loads. The
+    // duplicates report ignores blocks under 1/64 of the weights, rounded
+    // down to a power of two (at most 1 MiB, at least 4 KiB): small
+    // allocations stay out of it, and the weights' blocks are in it at every
+    // size of model (the demo's smallest tensor is a tenth of its weights).
+    let dup_min = prev_power_of_two(dup.weights / 64).clamp(4 << 10, 1 << 20);
+    print!(
+        "{}",
+        wrap(
+            "Tracing each strategy's two loads again (snapshots before and after). \
+             Suspected duplicates: blocks of at least 1/64 of the weights, rounded down \
+             to a power of two (at most 1 MiB).",
+            ""
+        )
+    );
+    println!();
     tracealloc::start(8);
     let mut report_diffs = Vec::new();
     let mut sites = Vec::new();
@@ -365,14 +585,14 @@ fn main() {
             "{}",
             indent(&after.top_diff(&before, 4, KeyType::Lineno).to_string())
         );
-        let dups = after.duplicates(1 << 20);
+        let dups = after.duplicates(dup_min);
         print!("{}", indent(&dups.to_string()));
         println!();
         let diff = after.compare_to(&before, KeyType::Lineno, false);
         if how == 3 {
             map_traced = diff.iter().fold((0, 0), |(s, c), d| {
                 (
-                    s + d.size_diff.max(0) as usize,
+                    s + d.size_diff.max(0) as u64,
                     c + d.count_diff.max(0) as usize,
                 )
             });
@@ -385,6 +605,29 @@ fn main() {
     // stack, as a flame graph for the report.
     let flame = tracealloc::profile().flamegraph(tracealloc::Metric::BytesAllocated);
     tracealloc::stop();
+    // The tracer's own weight, apart from the figures above (the strategies
+    // ran before any snapshot): its heap (tables, and the symbolizer's
+    // share), and the debug information the snapshots read to name the
+    // lines, given back now.
+    let (tracer_heap, symbolizer) = (tracealloc::tracer_memory(), tracealloc::symbolizer_memory());
+    tracealloc::release_symbols();
+    print!(
+        "{}",
+        wrap(
+            &format!(
+                "The tracer's own memory, apart from the strategies' figures: its heap \
+                 was {} (its tables, and the debug information the snapshots parsed to \
+                 name the lines); the symbolizer held {} in all, its heap and the debug \
+                 sections it mapped. tracealloc::release_symbols() gave the symbolizer's \
+                 share back: the tracer's heap is {} now.",
+                size(tracer_heap as u64),
+                size(symbolizer as u64),
+                size(tracealloc::tracer_memory() as u64),
+            ),
+            ""
+        )
+    );
+    println!();
     tracealloc::mark!("tracing off");
     let timeline = sampler.stop();
 
@@ -394,83 +637,88 @@ fn main() {
     let load_dup = dup.times.0 + dup.times.1;
     let load_reg = reg.times.0 + reg.times.1;
     let rss_part = match (dup.rss, reg.rss) {
-        (Some(d), Some(r)) => format!(" (RSS grew by {:.1} MiB against {:.1} MiB)", mib(d), mib(r)),
+        (Some(d), Some(r)) => format!(" (RSS grew by {} against {})", size(d), size(r)),
         _ => String::new(),
     };
     let site_part = match (&sites[0].0, &sites[1].0) {
         (Some(d), Some(r)) => format!(
-            " The tracer puts it at {}: {} blocks holding {:.1} MiB when loading twice, {} blocks holding {:.1} MiB through the registry; its duplicate report found {:.1} MiB that sharing would save.",
+            " The tracer puts it at {}: {} blocks holding {} when loading twice, {} blocks holding {} through the registry; its duplicate report found {} that sharing would save.",
             d.traceback,
             d.count,
-            mib(d.size),
+            size(d.size as u64),
             r.count,
-            mib(r.size),
-            mib(sites[0].1)
+            size(r.size as u64),
+            size(sites[0].1 as u64)
         ),
         _ => String::new(),
     };
     println!("Verdict");
-    println!(
-        "Loading the model ({:.1} MiB of weights, {} vocabulary entries) twice held {:.1} MiB of heap; \
-sharing one instance through the registry held {:.1} MiB{rss_part}, {:.1} MiB ({:.0} %) less. \
+    let paragraph = format!(
+        "Loading the model ({} of weights, {} vocabulary entries) twice held {} of heap; \
+sharing one instance through the registry held {}{rss_part}, {} ({:.0} %) less. \
 The two loads took {:.0} ms against {:.0} ms: the second get_or_load returned the same instance in {:.3} ms \
 instead of loading again ({:.0} ms saved).{site_part}",
-        mib(weights),
+        size(weights as u64),
         words,
-        mib(dup.heap),
-        mib(reg.heap),
-        mib(saved),
+        size(dup.heap),
+        size(reg.heap),
+        size(saved),
         100.0 * saved as f64 / dup.heap.max(1) as f64,
         load_dup.as_secs_f64() * 1e3,
         load_reg.as_secs_f64() * 1e3,
         reg.times.1.as_secs_f64() * 1e3,
         (load_dup.saturating_sub(load_reg)).as_secs_f64() * 1e3
     );
+    print!("{}", wrap(&paragraph, ""));
+    println!();
     // Besides their weights, the two read models held their vocabularies and
     // tensor lists: the mapped models' heap should be that and no more.
-    let read_rest = dup.heap.saturating_sub(2 * weights);
+    let read_rest = dup.heap.saturating_sub(2 * weights as u64);
     let map_rss = match map.rss {
-        Some(r) => format!("; RSS grew by {:.1} MiB", mib(r)),
+        Some(r) => format!("; RSS grew by {}", size(r)),
         None => String::new(),
     };
     let smaps_part = match &maps {
         Some(m) if per_mapping(m) => format!(
-            " (/proc/self/smaps: Rss {:.1} MiB over the file's {} mappings, Pss {:.1} MiB: Linux counts a mapped file page in RSS once per mapping, and the two maps share one copy in the page cache)",
-            mib(m.rss),
+            " (/proc/self/smaps: Rss {} over the file's {} mappings, Pss {}: Linux counts a mapped file page in RSS once per mapping, and the two maps share one copy in the page cache)",
+            size(m.rss),
             m.mappings,
-            mib(m.pss)
+            size(m.pss)
         ),
         _ => String::new(),
     };
     // The tracer's diff around the two maps: blocks, bytes, and whether any
     // is beyond what the read models hold besides their weights.
     let tracer_part = format!(
-        "the tracer's diff around them holds {} blocks of {:.1} MiB in all{}",
+        "the tracer's diff around them holds {} blocks of {} in all{}",
         map_traced.1,
-        mib(map_traced.0),
-        if map_traced.0 <= read_rest + (1 << 20) {
+        size(map_traced.0),
+        if map_traced.0 <= read_rest + dup_min as u64 {
             ", the vocabularies and tensor lists: no block for the weights"
         } else {
             ""
         }
     );
-    println!(
-        "Mapping the file twice ({:.1} MiB of weights in the file) held {:.1} MiB of heap: what the two read models \
-hold besides their weights ({:.1} MiB: vocabularies, tensor lists) plus {:.1} MiB{map_rss}{smaps_part}. \
+    let paragraph = format!(
+        "Mapping the file twice ({} of weights in the file) held {} of heap: what the two read models \
+hold besides their weights ({}: vocabularies, tensor lists) plus {}{map_rss}{smaps_part}. \
 The two maps took {:.0} ms, reading every weight; {tracer_part}.",
-        mib(map.weights),
-        mib(map.heap),
-        mib(read_rest),
-        mib(map.heap.saturating_sub(read_rest)),
+        size(map.weights as u64),
+        size(map.heap),
+        size(read_rest),
+        size(map.heap.saturating_sub(read_rest)),
         (map.times.0 + map.times.1).as_secs_f64() * 1e3,
     );
-    println!(
+    print!("{}", wrap(&paragraph, ""));
+    println!();
+    let paragraph = format!(
         "So each tool sees something else: the heap counters (stats, measure) see the copies of loading \
-({:.1} MiB twice, {:.1} MiB shared) and nothing of a map's weights; RSS sees the pages touched, \
+({} twice, {} shared) and nothing of a map's weights; RSS sees the pages touched, \
 a map's file pages included, once per mapping; the tracer sees no block for a map.",
-        mib(dup.heap),
-        mib(reg.heap)
+        size(dup.heap),
+        size(reg.heap)
     );
+    print!("{}", wrap(&paragraph, ""));
 
     // The timeline and one HTML report, under target/.
     let dir = model::demo_dir();
@@ -523,17 +771,29 @@ a map's file pages included, once per mapping; the tracer sees no block for a ma
     println!();
     match written {
         Ok(()) => {
-            println!(
-                "Timeline: {} (chart: {})",
-                timeline_path.display(),
-                svg_path.display()
-            );
+            println!("Timeline: {}", timeline_path.display());
+            println!("Chart:    {}", svg_path.display());
             println!(
                 "Report:   {} (one file: open it in a browser)",
                 report_path.display()
             );
         }
-        Err(e) => eprintln!("singleton_vs_duplicate: {e}"),
+        Err(e) => fail(&e),
+    }
+    if let Some(bytes) = remove_demo_model() {
+        println!(
+            "Removed the demo model ({:.1} MiB): the next run writes it again.",
+            mib(bytes)
+        );
+    }
+}
+
+/// The largest power of two at most `n` (1 for 0).
+fn prev_power_of_two(n: usize) -> usize {
+    if n == 0 {
+        1
+    } else {
+        1 << (usize::BITS - 1 - n.leading_zeros())
     }
 }
 

@@ -107,6 +107,16 @@ impl<A: GlobalAlloc> TraceAlloc<A> {
     }
 }
 
+// The impl is generic, so it is compiled in the user's crate, with the
+// user's optimization level: in a debug build, without optimization. It is
+// kept to the calls to the inner allocator; everything else happens in the
+// non-generic functions below (`hook!`). When this crate is optimized in a
+// build with `debug_assertions` (a debug build whose Cargo.toml has
+// `[profile.dev.package.tracealloc] opt-level = 3`), they stay out of line,
+// so they run as compiled here, optimized, the unwinder included (framehop
+// is generic, and instantiated here). Otherwise (release builds, or nothing
+// optimized) they are inlined, as any `#[inline(always)]` code.
+//
 // SAFETY: every method forwards to the inner allocator with the caller's own
 // arguments and returns its result unchanged, so `A`'s guarantees (and the
 // caller's obligations) carry over as they are. What is added around the call
@@ -116,8 +126,7 @@ impl<A: GlobalAlloc> TraceAlloc<A> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's `layout`, which meets `alloc`'s
-        // contract (non-zero size).
+        // SAFETY: the caller's obligations are forwarded unchanged.
         let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
             on_new_block(ptr, layout.size());
@@ -127,7 +136,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as in `alloc`.
+        // SAFETY: the caller's obligations are forwarded unchanged.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
             on_new_block(ptr, layout.size());
@@ -137,69 +146,35 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let size = layout.size();
-        if Guard::held() {
-            // SAFETY: the caller guarantees `ptr` was allocated by this
-            // allocator (hence by `inner`) with `layout`.
-            unsafe { self.inner.dealloc(ptr, layout) };
-            counters::record_tracer(-(size as i64));
-            return;
-        }
-        // Untrace before the address can be handed out again.
-        if tracer::active() && tracer::maybe_traced(ptr as usize) {
-            untrace(ptr as usize);
-        }
-        // SAFETY: as above.
+        let held = before_free(ptr);
+        // SAFETY: the caller's obligations are forwarded unchanged.
         unsafe { self.inner.dealloc(ptr, layout) };
-        after(counters::record_free(size));
+        after_free(layout.size(), held);
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old_size = layout.size();
-        if Guard::held() {
-            // SAFETY: the caller guarantees `ptr` is a block of `inner` with
-            // `layout`, and that `new_size` is valid for `layout.align()`.
-            let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
-            if !new.is_null() {
-                counters::record_tracer(new_size as i64 - old_size as i64);
-            }
-            return new;
-        }
-        // As tracemalloc does: the old block's trace goes, the new block is
-        // traced with the new size and the stack of this call.
-        let taken = if tracer::active() {
-            take_trace(ptr as usize)
-        } else {
-            None
-        };
-        // SAFETY: as above.
+        let before = before_realloc(ptr);
+        // SAFETY: the caller's obligations are forwarded unchanged.
         let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        if new.is_null() {
-            if let Some(t) = taken {
-                let guard = Guard::hold();
-                tracer::put_back(&guard, ptr as usize, t);
-            }
-            return new;
-        }
-        after(counters::record_realloc(old_size, new_size));
-        if let Some(t) = taken {
-            let guard = Guard::hold();
-            tracer::finish(&guard, t);
-        }
-        if tracer::active() {
-            if let Some(session) = tracer::wants(new_size) {
-                if !crate::scope::untraced_now() {
-                    trace_new_block(new as usize, new_size, session);
-                }
-            }
-        }
+        after_realloc(ptr, new, layout.size(), new_size, before);
         new
     }
 }
 
-/// Counts (and, when tracing, traces) a block just allocated.
-#[inline(always)]
+/// Marks the functions the generic impl calls: out of line when this crate
+/// is optimized (`cfg(tracealloc_optimized)`, set by build.rs) in a build
+/// with `debug_assertions`, so that the user's unoptimized debug build runs
+/// them as compiled here; inlined into the allocator otherwise.
+macro_rules! hook {
+    ($f:item) => {
+        #[cfg_attr(all(debug_assertions, tracealloc_optimized), inline(never))]
+        #[cfg_attr(not(all(debug_assertions, tracealloc_optimized)), inline(always))]
+        $f
+    };
+}
+
+hook! {
 fn on_new_block(ptr: *mut u8, size: usize) {
     if Guard::held() {
         counters::record_tracer(size as i64);
@@ -213,6 +188,92 @@ fn on_new_block(ptr: *mut u8, size: usize) {
             }
         }
     }
+}
+}
+
+hook! {
+/// Before a block is given back: forgets its trace. Returns whether the
+/// guard is held (the tracer's own block).
+fn before_free(ptr: *mut u8) -> bool {
+    if Guard::held() {
+        return true;
+    }
+    if tracer::active() && tracer::maybe_traced(ptr as usize) {
+        untrace(ptr as usize);
+    }
+    false
+}
+}
+
+hook! {
+/// After a block of `size` bytes was given back.
+fn after_free(size: usize, held: bool) {
+    if held {
+        counters::record_tracer(-(size as i64));
+    } else {
+        after(counters::record_free(size));
+    }
+}
+}
+
+/// What [`before_realloc`] found.
+enum BeforeRealloc {
+    /// The guard is held: the tracer's own block.
+    Held,
+    /// The block's trace, taken out of the table while the inner allocator
+    /// moves it.
+    Taken(Option<tracer::Taken>),
+}
+
+hook! {
+fn before_realloc(ptr: *mut u8) -> BeforeRealloc {
+    if Guard::held() {
+        BeforeRealloc::Held
+    } else if tracer::active() {
+        BeforeRealloc::Taken(take_trace(ptr as usize))
+    } else {
+        BeforeRealloc::Taken(None)
+    }
+}
+}
+
+hook! {
+fn after_realloc(
+    ptr: *mut u8,
+    new: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    before: BeforeRealloc,
+) {
+    let taken = match before {
+        BeforeRealloc::Held => {
+            if !new.is_null() {
+                counters::record_tracer(new_size as i64 - old_size as i64);
+            }
+            return;
+        }
+        BeforeRealloc::Taken(t) => t,
+    };
+    if new.is_null() {
+        if let Some(t) = taken {
+            let guard = Guard::hold();
+            tracer::put_back(&guard, ptr as usize, t);
+        }
+        return;
+    }
+    after(counters::record_realloc(old_size, new_size));
+    if let Some(t) = taken {
+        let guard = Guard::hold();
+        tracer::finish(&guard, t);
+    }
+    if tracer::active() {
+        if let Some(session) = tracer::wants(new_size) {
+            if !crate::scope::untraced_now() {
+                trace_new_block(new as usize, new_size, session);
+            }
+        }
+    }
+}
 }
 
 #[inline(never)]

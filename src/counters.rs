@@ -444,13 +444,13 @@ pub(crate) fn release_thread_slot() {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Stats {
     /// Bytes in live blocks now.
-    pub current_bytes: usize,
+    pub current_bytes: u64,
     /// Live blocks now.
-    pub current_blocks: usize,
+    pub current_blocks: u64,
     /// The highest `current_bytes` reached since the process started or since
     /// the last [`reset_peak`](crate::reset_peak); within 64 KiB per allocating thread of the true
     /// peak (see the crate docs), and never below `current_bytes`.
-    pub peak_bytes: usize,
+    pub peak_bytes: u64,
     /// Blocks allocated (`alloc` and `alloc_zeroed`).
     pub total_allocs: u64,
     /// Blocks freed (`dealloc`).
@@ -582,9 +582,9 @@ pub fn stats() -> Stats {
     let current = t.bytes_in.saturating_sub(t.bytes_out);
     let peak = HEAP_PEAK.peak(current);
     Stats {
-        current_bytes: clamp_usize(current),
-        current_blocks: clamp_usize(t.allocs.saturating_sub(t.frees)),
-        peak_bytes: clamp_usize(peak),
+        current_bytes: current,
+        current_blocks: t.allocs.saturating_sub(t.frees),
+        peak_bytes: peak,
         total_allocs: t.allocs,
         total_frees: t.frees,
         total_reallocs: t.reallocs,
@@ -655,12 +655,12 @@ pub struct Delta {
     /// Blocks resized (`realloc`).
     pub reallocs: u64,
     /// Bytes allocated: new blocks plus `realloc` growth.
-    pub bytes_allocated: usize,
+    pub bytes_allocated: u64,
     /// Bytes freed: freed blocks plus `realloc` shrinkage.
-    pub bytes_freed: usize,
+    pub bytes_freed: u64,
     /// The highest net growth (`bytes_allocated - bytes_freed`) reached at any
     /// point while the closure ran; 0 if it never grew.
-    pub peak_bytes: usize,
+    pub peak_bytes: u64,
 }
 
 impl Delta {
@@ -749,9 +749,9 @@ impl MeasureScope {
             allocs: t.allocs.get().wrapping_sub(s.allocs),
             frees: t.frees.get().wrapping_sub(s.frees),
             reallocs: t.reallocs.get().wrapping_sub(s.reallocs),
-            bytes_allocated: t.bytes_in.get().wrapping_sub(s.bytes_in) as usize,
-            bytes_freed: t.bytes_out.get().wrapping_sub(s.bytes_out) as usize,
-            peak_bytes: t.peak.get().wrapping_sub(s.net).max(0) as usize,
+            bytes_allocated: t.bytes_in.get().wrapping_sub(s.bytes_in),
+            bytes_freed: t.bytes_out.get().wrapping_sub(s.bytes_out),
+            peak_bytes: t.peak.get().wrapping_sub(s.net).max(0) as u64,
         })
     }
 }
@@ -976,7 +976,7 @@ mod tests {
         record_free(PEAK_SLACK as usize * 4);
         assert!(mid.total_allocs > before.total_allocs);
         assert!(mid.total_bytes >= before.total_bytes + PEAK_SLACK as u64 * 4);
-        assert!(mid.peak_bytes >= PEAK_SLACK as usize * 4);
+        assert!(mid.peak_bytes >= PEAK_SLACK as u64 * 4);
     }
 
     #[test]

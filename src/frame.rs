@@ -91,6 +91,42 @@ impl Frame {
     pub fn function(&self) -> &str {
         &self.0.function
     }
+
+    /// Why this frame has no source line, and what to do about it: `None`
+    /// when it has one. The reports ([`Top`](crate::Top),
+    /// [`TopDiff`](crate::TopDiff), [`Duplicates`](crate::Duplicates)) print
+    /// it once under the table when an entry needs it.
+    ///
+    /// - `<unknown>:0`: the binary has no line tables for this code.
+    /// - `file.rs:0`: the line tables give the address no line (code the
+    ///   compiler made from several lines, or from none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::Frame;
+    ///
+    /// assert!(Frame::new("src/model.rs", 42, "load").line_hint().is_none());
+    /// let hint = Frame::new("<unknown>", 0, "load").line_hint().unwrap();
+    /// assert!(hint.contains("line-tables-only"));
+    /// ```
+    pub fn line_hint(&self) -> Option<&'static str> {
+        if self.0.filename.as_ref() == "<unknown>" {
+            Some(
+                "<unknown>:0 means the binary has no line tables for that code: \
+                 in release builds, set `debug = \"line-tables-only\"` under \
+                 [profile.release] in Cargo.toml, and do not strip the binary",
+            )
+        } else if self.0.lineno == 0 {
+            Some(
+                "a line 0 is code the compiler made from several lines or from \
+                 none (drop glue, a macro's expansion, a closure's shim): \
+                 KeyType::Traceback, with start(n) for n > 1, shows who called it",
+            )
+        } else {
+            None
+        }
+    }
 }
 
 impl fmt::Debug for Frame {

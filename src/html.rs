@@ -84,7 +84,7 @@ struct Section {
 }
 
 /// A size as the text reports write it (`5120 KiB`).
-fn size(bytes: usize) -> String {
+fn size(bytes: u64) -> String {
     format_size(bytes as f64, false)
 }
 
@@ -220,7 +220,7 @@ impl Report {
                      <td class=\"n\">{}</td><td class=\"n\">{avg}</td><td class=\"src\">{}</td></tr>",
                     i + 1,
                     site_of(&s.traceback, key_type),
-                    size(s.size),
+                    size(s.size as u64),
                     s.count,
                     source_of(&s.traceback, key_type)
                 );
@@ -231,14 +231,14 @@ impl Report {
                     b,
                     "<tr class=\"sum\"><td></td><td>{others} other</td><td class=\"n\">{}</td>\
                      <td></td><td></td><td></td></tr>",
-                    size(other_bytes)
+                    size(other_bytes as u64)
                 );
             }
             let _ = writeln!(
                 b,
                 "<tr class=\"sum\"><td></td><td>total</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                  <td></td><td></td></tr></tbody></table>",
-                size(top.total()),
+                size(top.total() as u64),
                 snapshot.traces().len()
             );
             b
@@ -272,7 +272,7 @@ impl Report {
                      <td class=\"src\">{}</td></tr>",
                     i + 1,
                     site_of(&d.traceback, key_type),
-                    size(d.size),
+                    size(d.size as u64),
                     class_of(d.size_diff),
                     signed(d.size_diff),
                     d.count,
@@ -286,7 +286,7 @@ impl Report {
                 b,
                 "<tr class=\"sum\"><td></td><td>total</td><td class=\"n\">{}</td>\
                  <td class=\"n{}\">{}</td><td></td><td></td><td></td></tr></tbody></table>",
-                size(total),
+                size(total as u64),
                 class_of(change),
                 signed(change)
             );
@@ -301,7 +301,7 @@ impl Report {
     /// none.
     pub fn duplicates(self, title: &str, duplicates: &Duplicates) -> Report {
         let body = untraced(|| {
-            let min = size(duplicates.min_size);
+            let min = size(duplicates.min_size as u64);
             if duplicates.sites().is_empty() {
                 return format!(
                     "<p>No suspected duplicates: no call site holds 2+ live blocks of one size \
@@ -313,7 +313,7 @@ impl Report {
                  instance would save {} in all.</p>\n<table><thead><tr><th>site</th>\
                  <th>blocks</th><th>block size</th><th>held</th><th>one shared instance \
                  saves</th><th>source line</th></tr></thead><tbody>\n",
-                size(duplicates.saved_bytes())
+                size(duplicates.saved_bytes() as u64)
             );
             for s in duplicates.sites() {
                 let _ = writeln!(
@@ -322,9 +322,9 @@ impl Report {
                      <td class=\"n\">{}</td><td class=\"n up\">{}</td><td class=\"src\">{}</td></tr>",
                     escape(&s.traceback().to_string()),
                     s.count(),
-                    size(s.block_size()),
-                    size(s.total_bytes()),
-                    size(s.saved_bytes()),
+                    size(s.block_size() as u64),
+                    size(s.total_bytes() as u64),
+                    size(s.saved_bytes() as u64),
                     source_of(s.traceback(), KeyType::Lineno)
                 );
             }

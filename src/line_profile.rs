@@ -389,7 +389,7 @@ struct Acc {
 /// The resident set size, read under the guard (the read allocates).
 fn rss_now() -> Option<u64> {
     let _guard = Guard::hold();
-    crate::rss::rss().map(|b| b as u64)
+    crate::rss::rss()
 }
 
 /// What `#[tracealloc::profile]` knows of a function at compile time; not
@@ -499,7 +499,7 @@ impl __ProfiledFn {
             mem_after: heap_now,
             increment: diff(heap_now, self.heap_at_entry),
             thread_net: d.net_bytes(),
-            peak: d.peak_bytes as u64,
+            peak: d.peak_bytes,
             allocs: d.allocs,
             rss_after: rss_now,
             rss_increment: match (rss_now, self.rss_at_entry) {

@@ -35,6 +35,42 @@ fn write_context(f: &mut fmt::Formatter<'_>, t: &Traceback, key_type: KeyType) -
     Ok(())
 }
 
+/// The notes that explain the entries without a source line (see
+/// [`Frame::line_hint`](crate::Frame::line_hint)), each once, for the key
+/// type's first frame of each entry.
+fn write_hints<'a>(
+    f: &mut fmt::Formatter<'_>,
+    tracebacks: impl Iterator<Item = &'a Traceback>,
+    key_type: KeyType,
+) -> fmt::Result {
+    if matches!(key_type, KeyType::Function) {
+        return Ok(());
+    }
+    let mut seen: Vec<&'static str> = Vec::new();
+    for t in tracebacks {
+        let hint = match key_type {
+            KeyType::Traceback => t.frames().iter().find_map(|fr| fr.line_hint()),
+            // A file's entry has line 0 by construction: only an unknown
+            // file needs a note.
+            KeyType::Filename => t
+                .frames()
+                .first()
+                .filter(|fr| fr.filename() == "<unknown>")
+                .and_then(|fr| fr.line_hint()),
+            _ => t.frames().first().and_then(|fr| fr.line_hint()),
+        };
+        if let Some(h) = hint {
+            if !seen.contains(&h) {
+                seen.push(h);
+            }
+        }
+    }
+    for h in seen {
+        writeln!(f, "Note: {h}.")?;
+    }
+    Ok(())
+}
+
 fn kib(bytes: f64) -> String {
     format!("{:.1} KiB", bytes / 1024.0)
 }
@@ -105,7 +141,12 @@ impl fmt::Display for Top {
         if others > 0 {
             writeln!(f, "{others} other: {}", kib(other_bytes as f64))?;
         }
-        writeln!(f, "Total allocated size: {}", kib(self.total() as f64))
+        writeln!(f, "Total allocated size: {}", kib(self.total() as f64))?;
+        write_hints(
+            f,
+            self.entries().iter().map(|s| &s.traceback),
+            self.key_type,
+        )
     }
 }
 
@@ -173,6 +214,11 @@ impl fmt::Display for TopDiff {
             "Total allocated size: {} ({:+.1} KiB)",
             kib(size as f64),
             diff as f64 / 1024.0
+        )?;
+        write_hints(
+            f,
+            self.entries().iter().map(|d| &d.traceback),
+            self.key_type,
         )
     }
 }
@@ -269,7 +315,8 @@ impl fmt::Display for Duplicates {
             f,
             "Sharing would save {} in all",
             format_size(self.saved_bytes() as f64, false)
-        )
+        )?;
+        write_hints(f, self.sites.iter().map(|s| &s.traceback), KeyType::Lineno)
     }
 }
 
@@ -375,5 +422,45 @@ mod tests {
         }
         assert_eq!(format_size((100u64 << 40) as f64, false), "100 TiB");
         assert_eq!(format_size((20u64 << 40) as f64, false), "20.0 TiB");
+    }
+
+    use crate::{Frame, KeyType, Snapshot, Trace, Traceback};
+
+    fn snapshot(frames: &[(&str, u32)]) -> Snapshot {
+        let traces = frames
+            .iter()
+            .map(|&(file, line)| {
+                let tb = Traceback::new(vec![
+                    Frame::new(file, line, "f"),
+                    Frame::new("src/main.rs", 7, "main"),
+                ]);
+                Trace::new(4096, tb)
+            })
+            .collect();
+        Snapshot::new(traces, 2)
+    }
+
+    #[test]
+    fn reports_explain_lines_they_cannot_name() {
+        let known = snapshot(&[("src/a.rs", 3), ("src/b.rs", 4)]);
+        for key in [KeyType::Lineno, KeyType::Filename, KeyType::Traceback] {
+            assert!(!known.top(10, key).to_string().contains("Note:"), "{key:?}");
+        }
+        let s = snapshot(&[("<unknown>", 0), ("serde_json-1.0.154/src/lib.rs", 0)]);
+        let top = s.top(10, KeyType::Lineno).to_string();
+        assert_eq!(top.matches("Note: <unknown>:0 means").count(), 1, "{top}");
+        assert!(top.contains("[profile.release]"), "{top}");
+        assert_eq!(top.matches("Note: a line 0 is code").count(), 1, "{top}");
+        // A file's entry is at line 0 by construction: no note for it.
+        let files = s.top(10, KeyType::Filename).to_string();
+        assert!(files.contains("Note: <unknown>:0"), "{files}");
+        assert!(!files.contains("a line 0"), "{files}");
+        // Entries past the top n are not shown, and need no note.
+        let one = snapshot(&[("src/a.rs", 3), ("src/a.rs", 3), ("<unknown>", 0)]);
+        assert!(!one.top(1, KeyType::Lineno).to_string().contains("Note:"));
+        let diff = s.top_diff(&known, 10, KeyType::Lineno).to_string();
+        assert!(diff.contains("Note: <unknown>:0"), "{diff}");
+        let dups = snapshot(&[("<unknown>", 0), ("<unknown>", 0)]).duplicates(1);
+        assert!(dups.to_string().contains("Note: <unknown>:0"), "{dups}");
     }
 }

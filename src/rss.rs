@@ -19,7 +19,7 @@
 ///     println!("RSS: {:.1} MiB", bytes as f64 / (1 << 20) as f64);
 /// }
 /// ```
-pub fn rss() -> Option<usize> {
+pub fn rss() -> Option<u64> {
     imp::rss()
 }
 
@@ -27,15 +27,15 @@ pub fn rss() -> Option<usize> {
 mod imp {
     use crate::sys::page_size;
 
-    pub(super) fn rss() -> Option<usize> {
+    pub(super) fn rss() -> Option<u64> {
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
         resident_bytes(&statm, page_size()?)
     }
 
     /// `statm` is "size resident shared text lib data dt", in pages.
-    pub(super) fn resident_bytes(statm: &str, page_size: usize) -> Option<usize> {
-        let pages: usize = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
-        pages.checked_mul(page_size)
+    pub(super) fn resident_bytes(statm: &str, page_size: usize) -> Option<u64> {
+        let pages: u64 = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
+        pages.checked_mul(page_size as u64)
     }
 
     #[cfg(test)]
@@ -58,14 +58,14 @@ mod imp {
             let page = page_size().expect("a page size");
             assert!(page.is_power_of_two());
             let rss = super::rss().expect("Linux reports RSS");
-            assert!(rss > 0 && rss.is_multiple_of(page));
+            assert!(rss > 0 && rss.is_multiple_of(page as u64));
         }
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 mod imp {
-    pub(super) fn rss() -> Option<usize> {
+    pub(super) fn rss() -> Option<u64> {
         None
     }
 }

@@ -2,20 +2,25 @@
 //! included), cached, and the trimming that makes frame 0 the user's line.
 //!
 //! Resolution runs only outside the allocation path (snapshots,
-//! `object_traceback`), under the reentrancy guard: the `backtrace` crate
-//! allocates and locks while it resolves, and what it caches is tracer memory.
+//! `object_traceback`), under the reentrancy guard: the symbolizer allocates
+//! and locks while it resolves, and what it keeps is tracer memory. On Linux
+//! x86_64 the symbolizer is `addr2line` over mapped files
+//! ([`dwarf`], one unit's lines and functions parsed at a time); elsewhere,
+//! the `backtrace` crate's.
 //!
 //! ```text
 //! CACHE   Mutex<Option<Cache>>, taken by take_snapshot / object_traceback
-//!   ips       return address -> its frames, innermost (inlined) first
-//!   stacks    (stack id, nframe) -> trimmed Traceback
-//!   strings   one Arc<str> per distinct file or function name
+//!   ips         return address -> its frames, innermost (inlined) first
+//!   stacks      (stack id, nframe) -> trimmed Traceback
+//!   strings     one Arc<str> per distinct file or function name
+//!   symbolizer  the DWARF contexts and mapped files (dropped by
+//!               release_symbols, reloaded when a new address needs them)
 //! ```
 //!
-//! Nothing is ever evicted: entries depend on code addresses only, and
-//! snapshots share the cached strings and frames (a cached value is only ever
-//! freed under the guard, so a snapshot dropped by user code never frees
-//! tracer memory).
+//! Nothing in `ips`, `stacks` and `strings` is ever evicted: entries depend
+//! on code addresses only, and snapshots share the cached strings and frames
+//! (a cached value is only ever freed under the guard, so a snapshot dropped
+//! by user code never frees tracer memory).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,6 +31,9 @@ use crate::frame::{Frame, Traceback};
 use crate::guard::Guard;
 use crate::tracer::stacks::{self, StackId};
 use crate::tracer::{lock, Held};
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod dwarf;
 
 /// A resolved frame, and whether it is the tracer's, the unwinder's or the
 /// standard library's (decided on the full path, before it is shortened).
@@ -41,6 +49,7 @@ struct Cache {
     strings: HashSet<Arc<str>>,
     /// The working directory, to show paths under it as relative ones.
     cwd: Option<String>,
+    symbolizer: Symbolizer,
 }
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
@@ -56,6 +65,7 @@ impl Cache {
             cwd: std::env::current_dir()
                 .ok()
                 .and_then(|d| d.to_str().map(|s| format!("{}/", s.trim_end_matches('/')))),
+            symbolizer: Symbolizer::default(),
         }
     }
 
@@ -73,28 +83,27 @@ impl Cache {
         if let Some(f) = self.ips.get(&ip) {
             return f.clone();
         }
-        let mut raw: Vec<(Option<String>, u32, Option<String>)> = Vec::new();
-        // A return address points after the call; `ip - 1` is inside it.
-        backtrace::resolve(ip.saturating_sub(1) as *mut std::ffi::c_void, |sym| {
-            let function = sym.name().map(|n| format!("{n:#}"));
-            let file = sym.filename().map(|p| p.to_string_lossy().into_owned());
-            raw.push((file, sym.lineno().unwrap_or(0), function));
-        });
+        // A return address points after the call; `ip - 1` is inside it
+        // (the `backtrace` crate looked one byte further back, still inside
+        // the call instruction: the same line-table row).
+        let mut raw = self.symbolizer.resolve(ip.saturating_sub(1));
+        for (_, _, function) in &mut raw {
+            if let Some(f) = function {
+                *f = demangle(f.as_bytes());
+            }
+        }
         if raw
             .iter()
             .all(|(file, _, function)| file.is_none() && function.is_none())
         {
-            // Not in the objects the resolver read when it first ran (it
-            // never reads them again: one loaded later with `dlopen`): the
-            // dynamic linker still names the object and the nearest
-            // exported function.
+            // In no object the symbolizer can read (a file deleted since it
+            // was loaded, or a mapping without a file), or one the `backtrace`
+            // crate did not see when it first ran (it never reads the list
+            // again: one loaded later with `dlopen`): the dynamic linker
+            // still names the object and the nearest exported function.
             raw.clear();
             raw.push(match crate::sys::object_at(ip.saturating_sub(1)) {
-                Some((object, symbol)) => (
-                    Some(object),
-                    0,
-                    symbol.map(|s| format!("{:#}", backtrace::SymbolName::new(&s))),
-                ),
+                Some((object, symbol)) => (Some(object), 0, symbol.map(|s| demangle(&s))),
                 None => (None, 0, None),
             });
         }
@@ -124,6 +133,140 @@ impl Cache {
         self.ips.insert(ip, frames.clone());
         frames
     }
+}
+
+/// A symbol's name as the `backtrace` crate prints it with `{:#}`: a Rust
+/// name demangled without its hash, anything else as it is.
+fn demangle(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    match std::str::from_utf8(raw).map(rustc_demangle::try_demangle) {
+        Ok(Ok(d)) => format!("{d:#}"),
+        _ => text.into_owned(),
+    }
+}
+
+/// The symbolizer of other targets: the `backtrace` crate's, which keeps
+/// what it loads in its own global cache.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[derive(Default)]
+struct Symbolizer {
+    /// Heap bytes its cache took, as measured.
+    heap: i64,
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+impl Symbolizer {
+    fn resolve(&mut self, addr: usize) -> Vec<(Option<String>, u32, Option<String>)> {
+        let addr = addr as *mut std::ffi::c_void;
+        // Once without keeping anything, to measure what the crate keeps.
+        let before = crate::counters::tracer_heap_bytes() as i64;
+        backtrace::resolve(addr, |_| {});
+        self.heap += crate::counters::tracer_heap_bytes() as i64 - before;
+        let mut raw = Vec::new();
+        backtrace::resolve(addr, |sym| {
+            let function = sym.name().map(|n| n.as_bytes().to_vec());
+            let function = function.map(|f| String::from_utf8_lossy(&f).into_owned());
+            let file = sym.filename().map(|p| p.to_string_lossy().into_owned());
+            raw.push((file, sym.lineno().unwrap_or(0), function));
+        });
+        raw
+    }
+
+    fn heap_bytes(&self) -> usize {
+        usize::try_from(self.heap).unwrap_or(0)
+    }
+
+    /// The crate maps files it does not show: not known.
+    fn mapped_resident(&self) -> usize {
+        0
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+use dwarf::Symbolizer;
+
+/// Drops what the symbolizer loaded to resolve call sites: the debug
+/// information's parsed units, the decompressed sections and symbol
+/// indexes on the heap (tracer memory), and the mapped files (resident
+/// pages in the RSS); on glibc, the freed heap is trimmed back to the
+/// system (`malloc_trim`). What snapshots share stays: every return address
+/// resolved so far keeps its frames, so taking a snapshot of the same call
+/// sites later loads nothing; a new call site reloads what it needs.
+///
+/// Call it after the snapshots whose cost you want out of the process's
+/// figures: [`symbolizer_memory`] says what it holds.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(8);
+///     let v = vec![0u8; 1 << 16];
+///     let first = tracealloc::take_snapshot();
+///     tracealloc::release_symbols();
+///     assert_eq!(tracealloc::symbolizer_memory(), 0);
+///     // The same call sites, from the cache.
+///     let second = tracealloc::take_snapshot();
+///     assert_eq!(first.traces().len(), second.traces().len());
+///     tracealloc::stop();
+///     drop(v);
+/// }
+/// ```
+pub fn release_symbols() {
+    let g = Guard::hold();
+    let mut guard = lock(&CACHE);
+    if let Some(cache) = guard.as_mut() {
+        // Freed under the guard: tracer memory, never the user's.
+        cache.symbolizer = Symbolizer::default();
+        #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+        backtrace::clear_symbol_cache();
+    }
+    drop(guard);
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    crate::sys::map::trim_heap();
+    drop(g);
+}
+
+/// Bytes the symbolizer holds now: its heap (the parsed debug information,
+/// decompressed sections and symbol indexes, counted in
+/// [`tracer_memory`](crate::tracer_memory)) plus the pages of the files it
+/// mapped that are resident (counted in [`rss`](crate::rss), not on the
+/// heap). 0 before the first snapshot and after [`release_symbols`].
+///
+/// The heap part is measured as the tracer memory that loading took: other
+/// threads' tracer memory taken at the same moment is counted in it. Where
+/// the `backtrace` crate resolves (targets other than Linux x86_64), its
+/// mapped files are not seen: heap only.
+///
+/// # Examples
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
+///
+/// fn main() {
+///     tracealloc::start(8);
+///     let v = vec![0u8; 1 << 16];
+///     let snapshot = tracealloc::take_snapshot();
+///     println!("symbolizer: {} KiB", tracealloc::symbolizer_memory() / 1024);
+///     tracealloc::release_symbols();
+///     assert_eq!(tracealloc::symbolizer_memory(), 0);
+///     tracealloc::stop();
+///     drop((v, snapshot));
+/// }
+/// ```
+pub fn symbolizer_memory() -> usize {
+    let g = Guard::hold();
+    let guard = lock(&CACHE);
+    let n = guard.as_ref().map_or(0, |c| {
+        c.symbolizer.heap_bytes() + c.symbolizer.mapped_resident()
+    });
+    drop(guard);
+    drop(g);
+    n
 }
 
 /// A dependency's or the toolchain's path, from the crate on: the cargo

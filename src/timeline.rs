@@ -72,18 +72,18 @@ pub struct Sample {
     /// Time since the timeline started.
     pub t: Duration,
     /// Heap bytes live then ([`Stats::current_bytes`]).
-    pub heap: usize,
+    pub heap: u64,
     /// The highest heap since the timeline started, up to this sample (see
     /// [`Timeline`] for how exact it is).
-    pub heap_peak: usize,
+    pub heap_peak: u64,
     /// The resident set size then, where the system tells
     /// ([`rss`](crate::rss())).
-    pub rss: Option<usize>,
+    pub rss: Option<u64>,
 }
 
 impl Sample {
     /// A sample (for tests and tools).
-    pub fn new(t: Duration, heap: usize, heap_peak: usize, rss: Option<usize>) -> Sample {
+    pub fn new(t: Duration, heap: u64, heap_peak: u64, rss: Option<u64>) -> Sample {
         Sample {
             t,
             heap,
@@ -135,9 +135,9 @@ pub struct Mark {
     pub kind: MarkKind,
     /// Heap bytes live at the mark: [`stats`]`().current_bytes` read by
     /// the marking thread before it did anything else.
-    pub heap: usize,
+    pub heap: u64,
     /// The resident set size at the mark.
-    pub rss: Option<usize>,
+    pub rss: Option<u64>,
 }
 
 impl Mark {
@@ -146,8 +146,8 @@ impl Mark {
         t: Duration,
         label: impl Into<String>,
         kind: MarkKind,
-        heap: usize,
-        rss: Option<usize>,
+        heap: u64,
+        rss: Option<u64>,
     ) -> Mark {
         Mark {
             t,
@@ -232,14 +232,14 @@ struct Recording {
     samples: Vec<Sample>,
     marks: Vec<Mark>,
     /// The running peak since the start.
-    peak: usize,
+    peak: u64,
     /// The counters' peak at the previous reading.
-    counter_peak: usize,
+    counter_peak: u64,
 }
 
 impl Recording {
     /// Adds a sample of `s` at `t`. Under the guard.
-    fn sample(&mut self, _g: &Guard, t: Duration, s: &Stats, rss: Option<usize>) {
+    fn sample(&mut self, _g: &Guard, t: Duration, s: &Stats, rss: Option<u64>) {
         if s.peak_bytes != self.counter_peak {
             self.counter_peak = s.peak_bytes;
             self.peak = self.peak.max(s.peak_bytes);
@@ -343,7 +343,7 @@ impl Timeline {
     }
 
     /// The highest `heap_peak` of the samples (0 without samples).
-    pub fn peak(&self) -> usize {
+    pub fn peak(&self) -> u64 {
         self.samples.iter().map(|s| s.heap_peak).max().unwrap_or(0)
     }
 
@@ -358,7 +358,7 @@ impl Timeline {
 /// The RSS, read under the guard: what reading it allocates is tracer
 /// memory, so it shows neither in the figures nor in the caller's
 /// [`measure`](crate::measure).
-fn rss_now() -> Option<usize> {
+fn rss_now() -> Option<u64> {
     let _g = Guard::hold();
     crate::rss::rss()
 }
@@ -669,27 +669,12 @@ impl Timeline {
                 samples: self
                     .samples
                     .iter()
-                    .map(|s| {
-                        (
-                            nanos(s.t),
-                            s.heap as u64,
-                            s.heap_peak as u64,
-                            s.rss.map(|r| r as u64),
-                        )
-                    })
+                    .map(|s| (nanos(s.t), s.heap, s.heap_peak, s.rss))
                     .collect(),
                 marks: self
                     .marks
                     .iter()
-                    .map(|m| {
-                        (
-                            nanos(m.t),
-                            m.kind.name(),
-                            m.label.as_str(),
-                            m.heap as u64,
-                            m.rss.map(|r| r as u64),
-                        )
-                    })
+                    .map(|m| (nanos(m.t), m.kind.name(), m.label.as_str(), m.heap, m.rss))
                     .collect(),
             };
             write_atomic(path.as_ref(), "save", "timeline", |w| {
@@ -706,9 +691,8 @@ impl Timeline {
     /// # Errors
     ///
     /// A missing, unreadable, truncated or corrupt file, another format or
-    /// version, a figure that does not fit this machine's `usize`, a label
-    /// over 64 KiB or an unknown mark kind: an [`Error`] naming the path and
-    /// what is wrong. It never panics.
+    /// version, a label over 64 KiB or an unknown mark kind: an [`Error`]
+    /// naming the path and what is wrong. It never panics.
     pub fn load(path: impl AsRef<Path>) -> Result<Timeline, Error> {
         untraced(|| {
             load_json(
@@ -738,9 +722,6 @@ fn build(
             f.version
         )));
     }
-    let size = |v: u64, what: &str| {
-        usize::try_from(v).map_err(|_| err(format!("{what} {v} does not fit in a usize")))
-    };
     if !charge(
         (f.samples.0.len() as u64).saturating_mul(std::mem::size_of::<Sample>() as u64)
             + (f.marks.0.len() as u64).saturating_mul(std::mem::size_of::<Mark>() as u64),
@@ -751,9 +732,9 @@ fn build(
     for (t, heap, peak, rss) in f.samples.0 {
         samples.push(Sample {
             t: Duration::from_nanos(t),
-            heap: size(heap, "a heap size")?,
-            heap_peak: size(peak, "a heap peak")?,
-            rss: rss.map(|r| size(r, "an RSS")).transpose()?,
+            heap,
+            heap_peak: peak,
+            rss,
         });
     }
     let mut marks = Vec::with_capacity(f.marks.0.len());
@@ -774,8 +755,8 @@ fn build(
             t: Duration::from_nanos(t),
             label,
             kind,
-            heap: size(heap, "a heap size")?,
-            rss: rss.map(|r| size(r, "an RSS")).transpose()?,
+            heap,
+            rss,
         });
     }
     Ok(Timeline {
@@ -894,9 +875,9 @@ fn brackets(marks: &[Mark], end: Duration) -> Vec<Bracket<'_>> {
 /// Polylines of `(t, value)` points, broken where a value is missing.
 fn polylines(
     out: &mut String,
-    points: impl Iterator<Item = (Duration, Option<usize>)>,
+    points: impl Iterator<Item = (Duration, Option<u64>)>,
     x: &dyn Fn(Duration) -> f64,
-    y: &dyn Fn(usize) -> f64,
+    y: &dyn Fn(u64) -> f64,
     attrs: &str,
 ) {
     let mut run = String::new();
@@ -963,7 +944,7 @@ impl Timeline {
         let ystep = nice_step((ymax_bytes as f64 / MIB).max(1.0), 5.0);
         let ymax = ((ymax_bytes as f64 / MIB * 1.05) / ystep).ceil().max(1.0) * ystep;
         let xs = move |t: Duration| left + t.as_secs_f64() / secs * pw;
-        let ys = move |b: usize| top + ph - (b as f64 / MIB) / ymax * ph;
+        let ys = move |b: u64| top + ph - (b as f64 / MIB) / ymax * ph;
 
         let _ = writeln!(
             o,

@@ -22,9 +22,9 @@ fn check_late_allocation(when: &str, size: usize) {
         && v.len() == size
         && v.iter().all(|&b| b == 7)
         && d.allocs == 1
-        && d.bytes_allocated == size
+        && d.bytes_allocated == size as u64
         && after.total_allocs == before.total_allocs + 1
-        && after.current_bytes == before.current_bytes + size;
+        && after.current_bytes == before.current_bytes + size as u64;
     eprintln!("{when}: {d}; traced: {traced}; stats {before} -> {after}");
     if !ok {
         eprintln!("{when}: FAILED (expected 1 traced allocation of {size} B)");

@@ -583,7 +583,7 @@ fn bound(len: u64) -> u64 {
 fn load_within_bound(path: &Path) -> (Result<Profile, tracealloc::Error>, u64) {
     let len = std::fs::metadata(path).unwrap().len();
     let (result, delta) = measure(|| Profile::load(path));
-    let peak = delta.peak_bytes as u64;
+    let peak = delta.peak_bytes;
     assert!(
         peak <= bound(len),
         "{}: loading a file of {len} bytes took {peak} bytes at its peak, over {}",

@@ -98,9 +98,9 @@ fn delta(
     allocs: u64,
     frees: u64,
     reallocs: u64,
-    bytes_allocated: usize,
-    bytes_freed: usize,
-    peak_bytes: usize,
+    bytes_allocated: u64,
+    bytes_freed: u64,
+    peak_bytes: u64,
 ) -> Delta {
     let mut d = Delta::default();
     d.allocs = allocs;
@@ -239,7 +239,7 @@ fn realloc_growth_and_shrink_stay_reallocs() {
     assert!(d.reallocs >= 5, "{d}");
     assert_eq!(calls.realloc, d.reallocs);
     assert_eq!(d.net_bytes(), (v.capacity() * 8) as i64);
-    assert_eq!(d.peak_bytes, v.capacity() * 8);
+    assert_eq!(d.peak_bytes, v.capacity() as u64 * 8);
 }
 
 #[test]
@@ -325,7 +325,11 @@ fn measure_is_exact_while_another_thread_churns() {
             drop(a);
             b
         });
-        assert_eq!(d, delta(2, 1, 0, 3 * size, size, 3 * size), "round {i}");
+        assert_eq!(
+            d,
+            delta(2, 1, 0, 3 * size as u64, size as u64, 3 * size as u64),
+            "round {i}"
+        );
         drop(v);
     }
     stop.store(true, Ordering::Relaxed);

@@ -49,7 +49,7 @@ fn snapshots() -> (Snapshot, Snapshot) {
 
 fn timeline() -> Timeline {
     let ms = Duration::from_millis;
-    let mib = 1usize << 20;
+    let mib = 1u64 << 20;
     let samples = (0..=20)
         .map(|i| {
             let heap = if (5..15).contains(&i) {

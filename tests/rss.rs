@@ -11,12 +11,12 @@ static GLOBAL: TraceAlloc = TraceAlloc::system();
 #[test]
 #[cfg(target_os = "linux")]
 fn rss_grows_with_touched_memory_and_heap_agrees() {
-    const SIZE: usize = 64 << 20;
+    const SIZE: u64 = 64 << 20;
     let rss0 = rss().expect("Linux reports RSS");
     let heap0 = stats().current_bytes;
-    let mut v = black_box(Vec::<u8>::with_capacity(SIZE));
+    let mut v = black_box(Vec::<u8>::with_capacity(SIZE as usize));
     // Untouched pages are not resident yet; touch every one.
-    v.resize(SIZE, 1);
+    v.resize(SIZE as usize, 1);
     let rss1 = rss().unwrap();
     let heap1 = stats().current_bytes;
     assert!(

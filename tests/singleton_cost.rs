@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
         ),
         ("half_precision_weights_decode_exactly", half_precision),
         ("mapped_weights_are_in_rss_not_in_the_heap", mapped_weights),
+        ("both_loaders_say_why_a_file_is_not_a_model", not_a_model),
     ])
 }
 
@@ -128,7 +129,7 @@ fn mapped_weights() {
     ));
     let path = dir.join("model.safetensors");
     model::write_demo(&path, WEIGHTS, WORDS).unwrap();
-    let file_len = std::fs::metadata(&path).unwrap().len() as usize;
+    let file_len = std::fs::metadata(&path).unwrap().len();
     // What a map of the file can hold resident: whole pages (64 KiB, the
     // largest base page Linux uses, as a bound).
     let file_pages = file_len.next_multiple_of(64 << 10);
@@ -148,7 +149,7 @@ fn mapped_weights() {
         .map(|(name, v)| (name.clone(), v.len()))
         .collect();
     drop(read);
-    let header_len = file_len - w;
+    let header_len = file_len - w as u64;
 
     // One map: the same tensors, read through the map; no heap for them.
     let (m1, d) = measure(|| MappedModel::load(&path).unwrap());
@@ -162,7 +163,7 @@ fn mapped_weights() {
     // small (95 KiB measured for this 17 KiB header, vocabulary text and
     // maps): bounded at an eighth of the weights.
     assert!(
-        d.peak_bytes < rest + w / 8,
+        d.peak_bytes < (rest + w / 8) as u64,
         "loading a map reached {} B of heap (header {header_len} B, weights {w} B)",
         d.peak_bytes
     );
@@ -191,7 +192,7 @@ fn mapped_weights() {
         let (r0, r1) = (r0.expect("Linux reports RSS"), r1.unwrap());
         let grew = r1.saturating_sub(r0);
         assert!(
-            (w * 3 / 4..=file_pages + (1 << 20)).contains(&grew),
+            (w as u64 * 3 / 4..=file_pages + (1 << 20)).contains(&grew),
             "RSS {r0} -> {r1} (+{grew} B) reading {w} B of mapped weights"
         );
     }
@@ -212,17 +213,17 @@ fn mapped_weights() {
         let (r2, r3) = (r2.unwrap(), r3.unwrap());
         let grew = r3.saturating_sub(r2);
         assert!(
-            (w * 3 / 4..=file_pages + (1 << 20)).contains(&grew),
+            (w as u64 * 3 / 4..=file_pages + (1 << 20)).contains(&grew),
             "RSS {r2} -> {r3} (+{grew} B) reading {w} B through a second map"
         );
         let maps = model::file_mappings(&path).expect("Linux has /proc/self/smaps");
         assert_eq!(maps.mappings, 2, "{maps:?}");
         assert!(
-            (2 * w..=2 * file_pages).contains(&maps.rss),
+            (2 * w as u64..=2 * file_pages).contains(&maps.rss),
             "both maps resident: {maps:?}"
         );
         assert!(
-            (w..=file_pages).contains(&maps.pss),
+            (w as u64..=file_pages).contains(&maps.pss),
             "one copy of the file: {maps:?}"
         );
         assert_eq!((maps.shared, maps.private), (maps.rss, 0), "{maps:?}");
@@ -255,4 +256,53 @@ fn half_precision() {
         );
     }
     assert!(model::f16_to_f32(0x7e00).is_nan());
+}
+
+/// A file that is not a model: both loaders refuse it with the same line,
+/// naming the file and what its bytes claimed (not safetensors' bare
+/// "header too large").
+fn not_a_model() {
+    let dir = std::env::temp_dir().join(format!("tracealloc-not-a-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "README.md",
+            b"# tracealloc\n",
+            "not a .safetensors file: its 8-byte header length says 6.1 EiB, and the file has 13 B",
+        ),
+        (
+            "short",
+            b"1234",
+            "not a .safetensors file: it has 4 bytes, fewer than the 8 of a header length",
+        ),
+        (
+            "latin1",
+            b"\x02\0\0\0\0\0\0\0\xff{",
+            "not a .safetensors file: its 2-byte header is not UTF-8 text (",
+        ),
+        (
+            "truncated",
+            b"\x40\0\0\0\0\0\0\0{}",
+            "not a .safetensors file: its 8-byte header length says 64 B, and the file has 10 B",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let want = format!("{}: {want}", path.display());
+        let read = Model::load(&path).err().expect("refused by Model::load");
+        let mapped = MappedModel::load(&path)
+            .err()
+            .expect("refused by MappedModel::load");
+        assert!(read.starts_with(&want), "{read}");
+        assert_eq!(read, mapped);
+        assert_eq!(read.lines().count(), 1, "{read}");
+    }
+    let read = Model::load(&dir).err().expect("a directory is refused");
+    assert_eq!(
+        read,
+        format!("{}: is a directory, not a .safetensors file", dir.display())
+    );
+    assert_eq!(MappedModel::load(&dir).err().unwrap(), read);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

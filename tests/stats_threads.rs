@@ -83,12 +83,12 @@ fn round(threads: usize, n: usize) {
         "{threads} threads: bytes"
     );
     assert_eq!(
-        diff(|s| s.current_bytes as u64),
+        diff(|s| s.current_bytes),
         t * kept_bytes,
         "{threads} threads: current bytes"
     );
     assert_eq!(
-        diff(|s| s.current_blocks as u64),
+        diff(|s| s.current_blocks),
         t * kept_blocks,
         "{threads} threads: current blocks"
     );
@@ -106,10 +106,7 @@ fn round(threads: usize, n: usize) {
         t * kept_blocks + t + 1,
         "the blocks, each thread's Vec, the outer Vec"
     );
-    assert_eq!(
-        (before.current_bytes - after.current_bytes) as u64,
-        d.bytes_freed as u64
-    );
+    assert_eq!(before.current_bytes - after.current_bytes, d.bytes_freed);
     assert_eq!(after.total_allocs, before.total_allocs);
 }
 
@@ -157,5 +154,5 @@ fn peak_is_within_its_bound() {
         end.peak_bytes,
         true_peak
     );
-    assert!(end.current_bytes + BIG <= end.peak_bytes);
+    assert!(end.current_bytes + BIG as u64 <= end.peak_bytes);
 }

@@ -29,9 +29,9 @@ fn expected(size: usize) -> Delta {
     let ((), mut d) = measure(|| ());
     d.allocs = 2;
     d.frees = 1;
-    d.bytes_allocated = 3 * size;
-    d.bytes_freed = size;
-    d.peak_bytes = 3 * size;
+    d.bytes_allocated = 3 * size as u64;
+    d.bytes_freed = size as u64;
+    d.peak_bytes = 3 * size as u64;
     d
 }
 

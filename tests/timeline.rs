@@ -325,7 +325,7 @@ fn long_labels_are_cut() {
 }
 
 fn fixed() -> Timeline {
-    let mib = 1usize << 20;
+    let mib = 1u64 << 20;
     let samples = (0..=40)
         .map(|i| {
             let heap = if (10..30).contains(&i) {

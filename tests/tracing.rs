@@ -409,7 +409,7 @@ fn measure_ignores_the_tracer_s_own_allocations() {
     assert_eq!(d.allocs, 20_001);
     assert_eq!(
         d.bytes_allocated,
-        20_000 * 4 + 20_000 * std::mem::size_of::<Box<i32>>()
+        20_000 * 4 + 20_000 * std::mem::size_of::<Box<i32>>() as u64
     );
     assert_eq!(d.frees, 0);
     let ((), d) = measure(|| drop(black_box(take_snapshot())));
@@ -598,7 +598,7 @@ fn the_crate_s_results_are_counted_not_traced() {
     // But it is heap the caller holds: counted.
     let (again, d) = measure(take_snapshot);
     assert!(
-        d.bytes_allocated >= std::mem::size_of_val(again.traces()),
+        d.bytes_allocated >= std::mem::size_of_val(again.traces()) as u64,
         "{d}"
     );
     stop();

@@ -29,12 +29,12 @@ impl Model {
     /// are freed. (A memory map would leave the weights in the page cache,
     /// counted in RSS but not in the heap.)
     pub fn load(path: &Path) -> Result<Model, String> {
+        regular_file(path)?;
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| format!("{} is not a safetensors file: {e}", path.display()))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| format!("{}: bad header: {e}", path.display()))?;
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| header_error(path, &bytes, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| header_error(path, &bytes, e))?;
         let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
         names.sort();
         let mut tensors = Vec::with_capacity(names.len());
@@ -145,6 +145,7 @@ impl MappedModel {
     /// Maps `path` and parses its header; reads no weight (see
     /// [`MappedModel::checksum`] to touch them all).
     pub fn load(path: &Path) -> Result<MappedModel, String> {
+        regular_file(path)?;
         let file = std::fs::File::open(path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         // SAFETY: the map is only read, and only while this `MappedModel`
@@ -155,8 +156,8 @@ impl MappedModel {
         let map = unsafe { Mmap::map(&file) }
             .map_err(|e| format!("cannot map {}: {e}", path.display()))?;
         // Checks every tensor's offsets and size against the file's length.
-        let (n, header) = SafeTensors::read_metadata(&map)
-            .map_err(|e| format!("{} is not a safetensors file: {e}", path.display()))?;
+        let (n, header) =
+            SafeTensors::read_metadata(&map).map_err(|e| header_error(path, &map, e))?;
         let start = 8 + n;
         let mut tensors: Vec<TensorView> = header
             .tensors()
@@ -217,6 +218,82 @@ impl MappedModel {
     }
 }
 
+/// `Ok` if `path` is a regular file (or a link to one); otherwise an error
+/// that says what it is, before a read or a map says something stranger
+/// (mapping a directory fails with "No such device").
+fn regular_file(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        return Err(format!(
+            "{}: is a directory, not a .safetensors file",
+            path.display()
+        ));
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "{}: not a regular file, so not a .safetensors file",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// What safetensors' refusal of `bytes` (the whole file) means, in one line
+/// that names the file: its own messages ("header too large") do not say that
+/// the file is not a model at all, nor what its first bytes claimed.
+pub fn header_error(path: &Path, bytes: &[u8], e: safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    let p = path.display();
+    let len = bytes.len() as u64;
+    // The first 8 bytes: the header's length, little-endian.
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    match (e, n) {
+        (E::HeaderTooSmall, _) | (_, None) => format!(
+            "{p}: not a .safetensors file: it has {len} bytes, fewer than the 8 of a header length"
+        ),
+        (E::HeaderTooLarge | E::InvalidHeaderLength, Some(n)) if n > len - 8 => format!(
+            "{p}: not a .safetensors file: its 8-byte header length says {}, and the file has {}",
+            human_bytes(n),
+            human_bytes(len)
+        ),
+        (E::HeaderTooLarge, Some(n)) => format!(
+            "{p}: not a .safetensors file safetensors reads: its header length says {}, over \
+             safetensors' 100 MB limit",
+            human_bytes(n)
+        ),
+        (E::InvalidHeader(e), Some(n)) => {
+            format!("{p}: not a .safetensors file: its {n}-byte header is not UTF-8 text ({e})")
+        }
+        (E::InvalidHeaderDeserialization(e), Some(n)) => format!(
+            "{p}: not a .safetensors file: its {n}-byte header is not valid safetensors JSON ({e})"
+        ),
+        (E::MetadataIncompleteBuffer, _) => format!(
+            "{p}: damaged .safetensors file: its tensors' data do not end where the file does \
+             (truncated, or bytes appended)"
+        ),
+        (e, _) => format!("{p}: damaged .safetensors file: {e}"),
+    }
+}
+
+/// `bytes` in B, KiB, MiB, ... EiB, one decimal above bytes: an absurd
+/// header length reads as what it is ("6.1 EiB").
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// Bytes per value of the dtypes the loaders decode.
 fn width(dtype: Dtype) -> Option<usize> {
     match dtype {
@@ -249,11 +326,27 @@ fn vocab_of(path: &Path, header: &Metadata) -> HashMap<String, u32> {
     load_vocab(&words)
 }
 
+/// The demo model's hidden size: every tensor has rows of this many f32s.
+const HIDDEN: usize = 1024;
+
+/// Rows of `share` % of `total_bytes` of f32 weights, at least one.
+fn demo_rows(total_bytes: usize, share: usize) -> usize {
+    (total_bytes * share / 100 / 4 / HIDDEN).max(1)
+}
+
+/// A vocabulary to go with `total_bytes` of demo weights: one word per row
+/// of the word embeddings (40 % of the weights), as in a real model, so that
+/// the vocabulary stays small beside the weights at every size (26 214 words
+/// for 256 MiB, 102 for 1 MiB).
+#[allow(dead_code)] // (the guard test chooses its own)
+pub fn demo_words(total_bytes: usize) -> usize {
+    demo_rows(total_bytes, 40)
+}
+
 /// The demo model's tensors: four named f32 tensors taking 40, 30, 20 and 10 %
 /// of `total_bytes`.
 fn demo_tensors(total_bytes: usize) -> Vec<(String, Vec<usize>)> {
-    const HIDDEN: usize = 1024;
-    let rows = |share: usize| (total_bytes * share / 100 / 4 / HIDDEN).max(1);
+    let rows = |share: usize| demo_rows(total_bytes, share);
     vec![
         (
             "embeddings.word_embeddings.weight".into(),
@@ -321,9 +414,59 @@ pub fn demo_dir() -> PathBuf {
     target.join("tracealloc-demo")
 }
 
-/// Where the demo model of `mib` MiB lives (written on first use).
-pub fn demo_path(mib: usize) -> PathBuf {
-    demo_dir().join(format!("model-{mib}mib.safetensors"))
+/// Where this process writes its demo model of `mib` MiB: a name of its own
+/// (the process id), so that two runs at once do not share, or remove, one
+/// file.
+#[allow(dead_code)] // (the guard test writes to a temporary directory)
+pub fn demo_path(mib: u64) -> PathBuf {
+    demo_dir().join(format!("model-{mib}mib-{}.safetensors", std::process::id()))
+}
+
+/// Removes demo models that earlier runs left in [`demo_dir`]: the cache
+/// of earlier versions of the example (`model-<N>mib.safetensors`, kept for
+/// reuse) and the models of runs interrupted before their exit
+/// (`model-<N>mib-<pid>.safetensors`, or half-written `.tmp`), those whose
+/// process is gone. Returns the files removed and their sizes. Only where
+/// `/proc` tells which processes live (Linux); elsewhere it removes nothing.
+#[allow(dead_code)] // (the guard test writes to a temporary directory)
+pub fn remove_leftover_demos() -> Vec<(PathBuf, u64)> {
+    let mut removed = Vec::new();
+    if !Path::new("/proc/self").exists() {
+        return removed;
+    }
+    let Ok(entries) = std::fs::read_dir(demo_dir()) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("model-"))
+            .and_then(|n| n.split_once("mib"))
+            .filter(|(mib, _)| !mib.is_empty() && mib.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, rest)| rest)
+        else {
+            continue;
+        };
+        let rest = rest.strip_suffix(".tmp").unwrap_or(rest);
+        let Some(pid) = rest.strip_suffix(".safetensors") else {
+            continue;
+        };
+        let stale = match pid.strip_prefix('-') {
+            None => pid.is_empty(), // an earlier version's cache
+            Some(pid) => pid
+                .parse::<u32>()
+                .is_ok_and(|pid| !Path::new("/proc").join(pid.to_string()).exists()),
+        };
+        if !stale {
+            continue;
+        }
+        let size = entry.metadata().map_or(0, |m| m.len());
+        if std::fs::remove_file(entry.path()).is_ok() {
+            removed.push((entry.path(), size));
+        }
+    }
+    removed
 }
 
 /// What `/proc/self/smaps` says of this process's mappings of one file.
@@ -333,16 +476,16 @@ pub struct FileMappings {
     pub mappings: usize,
     /// Resident bytes, summed over the mappings: a page mapped twice counts
     /// twice (it is what `statm`, hence `tracealloc::rss`, counts).
-    pub rss: usize,
+    pub rss: u64,
     /// Proportional set size: each resident page divided among the mappings
     /// that hold it, so a page mapped twice counts once in the sum.
-    pub pss: usize,
+    pub pss: u64,
     /// Resident pages mapped more than once (by any process, or twice by
     /// this one): `Shared_Clean` plus `Shared_Dirty` (a file just written
     /// has dirty pages until the kernel writes them back).
-    pub shared: usize,
+    pub shared: u64,
     /// Resident pages mapped once: `Private_Clean` plus `Private_Dirty`.
-    pub private: usize,
+    pub private: u64,
 }
 
 /// Sums `/proc/self/smaps` over the mappings of `path` (matched by inode and
@@ -380,7 +523,7 @@ fn smaps(path: &Path) -> Option<FileMappings> {
         if !inside {
             continue;
         }
-        let kib: usize = match fields.next().and_then(|v| v.parse().ok()) {
+        let kib: u64 = match fields.next().and_then(|v| v.parse().ok()) {
             Some(v) => v,
             None => continue,
         };

@@ -571,6 +571,26 @@ fn profile_top(p: &Profile, n: usize, key: Key, cumulative: bool) -> String {
             "(max live of several sites adds their maxima: an upper bound of what they held at once)\n",
         );
     }
+    // Why a shown site has no line (`<unknown>:0`, `file.rs:0`), once each.
+    let mut hints: Vec<&str> = Vec::new();
+    for (_, _, first) in rows.iter().take(n) {
+        let frames = p.sites()[*first].traceback.frames();
+        let hint = match key {
+            Key::Function => None,
+            Key::Traceback => frames.iter().find_map(|f| f.line_hint()),
+            Key::Filename => frames
+                .first()
+                .filter(|f| f.filename() == "<unknown>")
+                .and_then(|f| f.line_hint()),
+            Key::Lineno => frames.first().and_then(|f| f.line_hint()),
+        };
+        if let Some(h) = hint.filter(|h| !hints.contains(h)) {
+            hints.push(h);
+        }
+    }
+    for h in hints {
+        let _ = writeln!(out, "Note: {h}.");
+    }
     out
 }
 

@@ -13,8 +13,24 @@
 //!   allocation (for `TRACEALLOC`, read on the allocation path).
 //! - [`stack_bounds`] and [`page_size`].
 //! - [`prefetch`]: a cache hint for an address that may not be mapped.
+//! - `trace_uncached`: the platform's unwinder (`unwind.rs` on Linux
+//!   x86_64, the `backtrace` crate elsewhere).
+//! - [`map`]: files mapped read-only, and the objects loaded with their
+//!   paths, for the symbolizer (Linux x86_64).
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) mod map;
 mod stack;
+#[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+mod unwind;
+#[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+pub(crate) use unwind::trace_uncached;
+
+/// Under Miri, no unwinder to call: no frames.
+#[cfg(all(target_os = "linux", target_arch = "x86_64", miri))]
+pub(crate) fn trace_uncached(_buf: &mut [usize]) -> usize {
+    0
+}
 pub(crate) use stack::Stack;
 
 #[cfg(all(target_arch = "aarch64", not(miri)))]
@@ -45,7 +61,9 @@ pub(crate) fn frame_pointer() -> usize {
 
 /// Fills `buf` with the return addresses of the calling thread's stack,
 /// most recent first, with `backtrace::trace_unsynchronized` (the platform's
-/// unwinder, which needs no preparation); returns how many.
+/// unwinder, which needs no preparation); returns how many. On Linux x86_64,
+/// `unwind.rs` calls the platform's unwinder itself.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 #[inline(never)]
 pub(crate) fn trace_uncached(buf: &mut [usize]) -> usize {
     let mut n = 0;

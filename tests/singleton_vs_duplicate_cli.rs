@@ -1,0 +1,236 @@
+//! The main example's command line, as a new user meets it: `--help` lists
+//! the options and their defaults; conflicting options, sizes out of range
+//! and files that are not models are refused with one line on stderr, a
+//! non-zero exit and no banner before it; a 1 MiB demo run shows the
+//! weights as the duplicated line, wraps its verdict and removes its demo
+//! model.
+//!
+//! The example binary must be built: `cargo test` builds it, or
+//! `cargo build --example singleton_vs_duplicate` before
+//! `cargo test --test singleton_vs_duplicate_cli` (add `--release` to both
+//! for a release run).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The example binary cargo built beside this test:
+/// `target/<profile>/deps/<test>-<hash>` →
+/// `target/<profile>/examples/singleton_vs_duplicate`.
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("examples").join(format!(
+        "singleton_vs_duplicate{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the example first with \
+         `cargo build --example singleton_vs_duplicate` (`cargo test` builds it too)",
+        bin.display()
+    );
+    bin
+}
+
+/// A directory of this test's own (its files, and the example's output
+/// directory through `CARGO_TARGET_DIR`).
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tracealloc-example-cli-{}-{name}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the example with `args`, its output directory under `target`.
+fn run(args: &[&str], target: &Path) -> Output {
+    Command::new(example_binary())
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .expect("the example starts")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("UTF-8 output")
+}
+
+/// A refusal: exit status `code`, nothing on stdout (no banner), and the
+/// error first on stderr; returns stderr.
+fn refused(args: &[&str], code: i32, target: &Path) -> String {
+    let o = run(args, target);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert_eq!(out, "", "{args:?}: nothing on stdout before the error");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    err
+}
+
+/// A file that is not a model: refused in one line naming the file and
+/// saying what was wrong, exit status 1.
+fn not_a_model(path: &Path, target: &Path, wrong: &str) {
+    let err = refused(&["--model", path.to_str().unwrap()], 1, target);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let want = format!("error: {}: {wrong}", path.display());
+    assert!(err.starts_with(&want), "want {want:?}, got {err:?}");
+}
+
+#[test]
+fn help_lists_the_options_and_their_defaults() {
+    let target = temp_dir("help");
+    for flag in ["--help", "-h"] {
+        let o = run(&[flag], &target);
+        assert!(o.status.success(), "{flag}");
+        let out = text(&o.stdout);
+        for want in [
+            "Usage: singleton_vs_duplicate",
+            "--size-mib <MIB>",
+            "--model <PATH>",
+        ] {
+            assert!(out.contains(want), "{flag}: no {want:?} in\n{out}");
+        }
+        assert!(out.contains("[default: 256]"), "{flag}:\n{out}");
+        assert!(out.contains("report.html"), "{flag}: the outputs:\n{out}");
+        let dir = target.join("tracealloc-demo");
+        assert!(
+            out.contains(&dir.display().to_string()),
+            "{flag}: where:\n{out}"
+        );
+    }
+    let long = text(&run(&["--help"], &target).stdout);
+    assert!(long.contains("removed at exit"), "{long}");
+    assert!(long.contains("F32, F16 or BF16"), "{long}");
+    std::fs::remove_dir_all(&target).unwrap();
+}
+
+#[test]
+fn conflicting_options_and_bad_sizes_are_refused() {
+    let target = temp_dir("args");
+    let model = target.join("model.safetensors");
+    let m = model.to_str().unwrap();
+    let err = refused(&["--size-mib", "16", "--model", m], 2, &target);
+    assert!(
+        err.contains("'--size-mib <MIB>' cannot be used with '--model <PATH>'"),
+        "{err}"
+    );
+    let err = refused(&["--model", m, "--size-mib", "16"], 2, &target);
+    assert!(err.contains("cannot be used with"), "{err}");
+    for bad in ["0", "65537", "-1", "lots"] {
+        let err = refused(&["--size-mib", bad], 2, &target);
+        assert!(err.contains(&format!("invalid value '{bad}'")), "{err}");
+    }
+    for bad in ["0", "65537", "-1"] {
+        let err = refused(&["--size-mib", bad], 2, &target);
+        assert!(err.contains(&format!("{bad} is not in 1..=65536")), "{err}");
+    }
+    let err = refused(&["--frobnicate"], 2, &target);
+    assert!(err.contains("unexpected argument '--frobnicate'"), "{err}");
+    std::fs::remove_dir_all(&target).unwrap();
+}
+
+#[test]
+fn files_that_are_not_models_are_refused_in_one_line() {
+    let target = temp_dir("files");
+    let write = |name: &str, bytes: &[u8]| {
+        let p = target.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // Text: its first 8 bytes, read as a header length, say exabytes.
+    let readme = write("README.md", b"# tracealloc\n\nA global allocator.\n");
+    not_a_model(
+        &readme,
+        &target,
+        "not a .safetensors file: its 8-byte header length says 6.1 EiB, and the file has 34 B",
+    );
+    let empty = write("empty.safetensors", b"");
+    not_a_model(
+        &empty,
+        &target,
+        "not a .safetensors file: it has 0 bytes, fewer than the 8 of a header length",
+    );
+    let mut bad_json = 5u64.to_le_bytes().to_vec();
+    bad_json.extend_from_slice(b"{abcd");
+    let bad_json = write("json.safetensors", &bad_json);
+    not_a_model(
+        &bad_json,
+        &target,
+        "not a .safetensors file: its 5-byte header is not valid safetensors JSON (",
+    );
+    let mut no_tensors = 2u64.to_le_bytes().to_vec();
+    no_tensors.extend_from_slice(b"{}");
+    let no_tensors = write("none.safetensors", &no_tensors);
+    not_a_model(
+        &no_tensors,
+        &target,
+        "a .safetensors file with no tensors: nothing to load",
+    );
+    not_a_model(&target, &target, "is a directory, not a .safetensors file");
+    let missing = target.join("missing.safetensors");
+    let err = refused(&["--model", missing.to_str().unwrap()], 1, &target);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot open {}", missing.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&target).unwrap();
+}
+
+#[test]
+fn a_small_demo_run_shows_the_weights_wraps_its_verdict_and_cleans_up() {
+    let target = temp_dir("run");
+    let o = run(&["--size-mib", "1"], &target);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}\n{out}");
+    // The duplicates report of the two plain loads: the weights' line, with
+    // the demo model's largest tensor (102 rows of 1024 f32s).
+    let dups = out
+        .split("Tracing, duplicate loading")
+        .nth(1)
+        .and_then(|s| s.split("Suspected duplicates:").nth(1))
+        .expect("a duplicates report for the two loads");
+    let first = dups.lines().nth(1).unwrap_or("");
+    assert!(
+        first.contains("examples/model/mod.rs:") && first.contains("2 blocks of 408 KiB"),
+        "the weights first: {dups}"
+    );
+    // The verdict's paragraphs are wrapped at 80 columns.
+    let verdict = out.split("\nVerdict\n").nth(1).expect("a verdict");
+    let prose = verdict.split("\n\nTimeline:").next().unwrap();
+    assert!(prose.lines().count() > 8, "{prose}");
+    for line in prose.lines() {
+        assert!(line.chars().count() <= 80, "{} columns: {line}", line.len());
+    }
+    // Figures stay whole: no line ends in a number whose unit starts the next.
+    let lines: Vec<&str> = prose.lines().collect();
+    for pair in lines.windows(2) {
+        let unit = pair[1].split([' ', ',', ')']).next().unwrap_or("");
+        assert!(
+            !(pair[0].ends_with(|c: char| c.is_ascii_digit())
+                && ["B", "KiB", "MiB", "GiB", "ms", "%"].contains(&unit)),
+            "a figure split: {pair:?}"
+        );
+    }
+    let joined = prose.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        joined.contains("The tracer puts it at examples/model/mod.rs:"),
+        "{prose}"
+    );
+    // The demo model was removed; the report kept.
+    let dir = target.join("tracealloc-demo");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(left.contains(&"report.html".to_string()), "{left:?}");
+    assert!(
+        !left.iter().any(|f| f.contains("safetensors")),
+        "the demo model is removed at exit: {left:?}"
+    );
+    assert!(out.contains("Removed the demo model"), "{out}");
+    std::fs::remove_dir_all(&target).unwrap();
+}
