@@ -7,8 +7,15 @@
 //!  "strings":    ["src/model.rs", "model::load", ...],   file and function names
 //!  "frames":     [[0, 42, 1], ...],                      [file, line, function]
 //!  "tracebacks": [[3, [0, 5]], ...],                     [total_nframe, [frame, ...]]
-//!  "traces":     [[5242880, 0], ...]}                    [size, traceback]
+//!  "traces":     [[5242880, 0], ...],                    [size, traceback]
+//!  "paths":      [[7, 12], ...]}                         [frame, full path]
 //! ```
+//!
+//! `paths` (optional) gives the full source path of the frames whose file
+//! name is shortened (`serde_json-1.0.154/src/map.rs` for a path under
+//! `~/.cargo/registry/src/…`; see [`Frame::path`]), so that a loaded dump
+//! shows their source lines as the live snapshot did. Files without it load
+//! with each path equal to its file name.
 //!
 //! Strings, frames and tracebacks are stored once each and referred to by
 //! index, so a million traces over a few thousand stacks take a few bytes
@@ -131,6 +138,8 @@ struct DumpFile {
     frames: Vec<(u32, u32, u32)>,
     tracebacks: Vec<(usize, Vec<u32>)>,
     traces: Vec<(usize, u32)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    paths: Vec<(u32, u32)>,
 }
 
 /// The tables of a file being written, each value stored once.
@@ -142,6 +151,8 @@ struct Tables<'a> {
     frame_ids: HashMap<&'a Frame, u32>,
     tracebacks: Vec<(usize, Vec<u32>)>,
     traceback_ids: HashMap<&'a Traceback, u32>,
+    /// (frame, path) for the frames whose path is not their file name.
+    paths: Vec<(u32, u32)>,
 }
 
 impl<'a> Tables<'a> {
@@ -167,6 +178,10 @@ impl<'a> Tables<'a> {
         self.frames.push(entry);
         let id = (self.frames.len() - 1) as u32;
         self.frame_ids.insert(f, id);
+        if f.path() != f.filename() {
+            let path = self.string(f.path());
+            self.paths.push((id, path));
+        }
         id
     }
 
@@ -208,6 +223,7 @@ fn encode(s: &Snapshot) -> DumpFile {
         frames: tables.frames,
         tracebacks: tables.tracebacks,
         traces,
+        paths: tables.paths,
     }
 }
 
@@ -394,6 +410,12 @@ impl Cost for (usize, Seq<u32>) {
     }
 }
 
+impl Cost for (u32, u32) {
+    fn cost(&self) -> u64 {
+        8
+    }
+}
+
 impl Cost for (usize, u32) {
     fn cost(&self) -> u64 {
         16
@@ -441,6 +463,8 @@ struct LoadFile {
     frames: Seq<(u32, u32, u32)>,
     tracebacks: Seq<(usize, Seq<u32>)>,
     traces: Seq<(usize, u32)>,
+    #[serde(default)]
+    paths: Option<Seq<(u32, u32)>>,
 }
 
 /// Reads a snapshot written by [`dump`], checking everything, within a
@@ -532,6 +556,7 @@ fn build(
         frames,
         tracebacks,
         traces,
+        paths,
         ..
     } = file;
     let strings = strings.0;
@@ -550,13 +575,27 @@ fn build(
     // bytes. The arrays read from the file are dropped as they are used.
     let frames = frames.0;
     spend(block(8 * frames.len() as u64) + frames.len() as u64 * block(16 + 40))?;
+    // The full paths of the frames that have one, by frame.
+    let paths = paths.map_or_else(Vec::new, |p| p.0);
+    spend(paths.len() as u64 * 48)?;
+    let mut full: HashMap<u32, Arc<str>> = HashMap::with_capacity(paths.len());
+    for (frame_i, path_i) in paths {
+        if frame_i as usize >= frames.len() {
+            return Err(err(format!(
+                "a path refers to frame {frame_i}, but there are {}",
+                frames.len()
+            )));
+        }
+        full.insert(frame_i, string(path_i, "a frame's path")?);
+    }
     let mut built_frames = Vec::with_capacity(frames.len());
-    for (file_i, line, func_i) in frames {
-        built_frames.push(Frame::from_parts(
-            string(file_i, "a frame's file")?,
-            line,
-            string(func_i, "a frame's function")?,
-        ));
+    for (i, (file_i, line, func_i)) in frames.into_iter().enumerate() {
+        let file = string(file_i, "a frame's file")?;
+        let function = string(func_i, "a frame's function")?;
+        built_frames.push(match full.remove(&(i as u32)) {
+            Some(path) => Frame::at_path(file, path, line, function),
+            None => Frame::from_parts(file, line, function),
+        });
     }
     let frames = built_frames;
     let tracebacks = tracebacks.0;
@@ -645,6 +684,50 @@ mod tests {
             "{} bytes for 1000 traces",
             text.len()
         );
+    }
+
+    /// A dependency's frame keeps its full path through a dump, so that a
+    /// loaded dump reads its source line as the live snapshot did; a path
+    /// that names a frame out of the table is an error.
+    #[test]
+    fn shortened_frames_keep_their_full_path() {
+        let full =
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/dep-1.0.0/src/lib.rs";
+        let f = Frame::at_path(
+            "dep-1.0.0/src/lib.rs".into(),
+            full.into(),
+            7,
+            "dep::f".into(),
+        );
+        let tb = Traceback::new(vec![f, Frame::new("src/main.rs", 9, "main")]);
+        let s = Snapshot::new(vec![Trace::new(64, tb)], 2);
+        let path = temp("paths.json");
+        s.dump(&path).unwrap();
+        let loaded = Snapshot::load(&path).unwrap();
+        assert_eq!(loaded, s);
+        let frame = &loaded.traces()[0].traceback.frames()[0];
+        assert_eq!(
+            (frame.filename(), frame.path()),
+            ("dep-1.0.0/src/lib.rs", full)
+        );
+        // The frame whose path is its name has no entry.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.trim_end().ends_with(r#""paths":[[0,2]]}"#), "{text}");
+        std::fs::write(
+            &path,
+            text.replace(r#""paths":[[0,2]]"#, r#""paths":[[5,2]]"#),
+        )
+        .unwrap();
+        let e = Snapshot::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("a path refers to frame 5, but there are 2"),
+            "{e}"
+        );
+        // A file without paths (as before) loads with paths equal to names.
+        std::fs::write(&path, text.replace(r#","paths":[[0,2]]"#, "")).unwrap();
+        let old = Snapshot::load(&path).unwrap();
+        let frame = &old.traces()[0].traceback.frames()[0];
+        assert_eq!(frame.path(), "dep-1.0.0/src/lib.rs");
     }
 
     #[test]

@@ -16,7 +16,11 @@
 //!             [total_nframe, [frame, ...], allocs, frees, bytes_allocated,
 //!              live_blocks, live_bytes, max_live_bytes, max_live_blocks,
 //!              peak_bytes, peak_blocks, total_lifetime]
+//!  "paths":   [[7, 12], ...]                              [frame, full path]
 //! ```
+//!
+//! `paths` (optional, as in snapshot dumps) gives the full source path of the
+//! frames whose file name is shortened ([`Frame::path`]).
 //!
 //! Times are `[seconds, nanoseconds]`: `started` since the Unix epoch
 //! (seconds negative before it, nanoseconds always forward), durations
@@ -81,6 +85,8 @@ struct SaveFile<'a> {
     strings: Vec<&'a str>,
     frames: Vec<(u32, u32, u32, u64)>,
     sites: Vec<SiteRecord<Vec<u32>>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    paths: Vec<(u32, u32)>,
 }
 
 fn method_name(m: CaptureMethod) -> &'static str {
@@ -116,6 +122,8 @@ struct Tables<'a> {
     string_ids: HashMap<&'a str, u32>,
     frames: Vec<(u32, u32, u32, u64)>,
     frame_ids: HashMap<(&'a Frame, usize), u32>,
+    /// (frame, path) for the frames whose path is not their file name.
+    paths: Vec<(u32, u32)>,
 }
 
 impl<'a> Tables<'a> {
@@ -140,6 +148,10 @@ impl<'a> Tables<'a> {
         self.frames.push(entry);
         let id = (self.frames.len() - 1) as u32;
         self.frame_ids.insert((f, address), id);
+        if f.path() != f.filename() {
+            let path = self.string(f.path());
+            self.paths.push((id, path));
+        }
         id
     }
 }
@@ -193,6 +205,7 @@ fn encode(p: &Profile) -> SaveFile<'_> {
         strings: tables.strings,
         frames: tables.frames,
         sites,
+        paths: tables.paths,
     }
 }
 
@@ -218,6 +231,8 @@ struct LoadFile {
     strings: Seq<Arc<str>>,
     frames: Seq<(u32, u32, u32, u64)>,
     sites: Seq<SiteRecord<Seq<u32>>>,
+    #[serde(default)]
+    paths: Option<Seq<(u32, u32)>>,
 }
 
 impl Cost for (u32, u32, u32, u64) {
@@ -258,6 +273,7 @@ fn build(
         strings,
         frames,
         sites,
+        paths,
         ..
     } = file;
     let time = |(secs, nanos): (u64, u32), what: &str| {
@@ -329,18 +345,32 @@ fn build(
     // A frame: a pointer to a shared 56-byte record, and its address.
     let frames = frames.0;
     spend(block(16 * frames.len() as u64) + frames.len() as u64 * block(16 + 40))?;
+    // The full paths of the frames that have one, by frame.
+    let paths = paths.map_or_else(Vec::new, |p| p.0);
+    spend(paths.len() as u64 * 48)?;
+    let mut full: HashMap<u32, Arc<str>> = HashMap::with_capacity(paths.len());
+    for (frame_i, path_i) in paths {
+        if frame_i as usize >= frames.len() {
+            return Err(err(format!(
+                "a path refers to frame {frame_i}, but there are {}",
+                frames.len()
+            )));
+        }
+        full.insert(frame_i, string(path_i, "a frame's path")?);
+    }
     let mut built_frames = Vec::with_capacity(frames.len());
-    for (file_i, line, func_i, address) in frames {
+    for (i, (file_i, line, func_i, address)) in frames.into_iter().enumerate() {
         let address = usize::try_from(address).map_err(|_| {
             err(format!(
                 "a frame's address {address:#x} is beyond this system's addresses"
             ))
         })?;
-        let frame = Frame::from_parts(
-            string(file_i, "a frame's file")?,
-            line,
-            string(func_i, "a frame's function")?,
-        );
+        let file = string(file_i, "a frame's file")?;
+        let function = string(func_i, "a frame's function")?;
+        let frame = match full.remove(&(i as u32)) {
+            Some(path) => Frame::at_path(file, path, line, function),
+            None => Frame::from_parts(file, line, function),
+        };
         built_frames.push((frame, address));
     }
     let frames = built_frames;
@@ -672,6 +702,34 @@ mod tests {
         p.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         (path, text)
+    }
+
+    #[test]
+    fn shortened_frames_keep_their_full_path() {
+        let full =
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/dep-1.0.0/src/lib.rs";
+        let mut s = site(&[("x", 7, "dep::f", 0x1000)], 1);
+        s.traceback = Traceback::new(vec![Frame::at_path(
+            "dep-1.0.0/src/lib.rs".into(),
+            full.into(),
+            7,
+            "dep::f".into(),
+        )]);
+        let p = Profile::new(vec![s], sample().info().clone());
+        let (path, text) = saved(&p, "paths.json");
+        assert!(text.contains(r#""paths":[[0,"#), "{text}");
+        let loaded = Profile::load(&path).unwrap();
+        assert_eq!(loaded, p);
+        let f = &loaded.sites()[0].traceback.frames()[0];
+        assert_eq!((f.filename(), f.path()), ("dep-1.0.0/src/lib.rs", full));
+        // Without the optional table, as files written before it.
+        let cut = text.find(r#","paths":"#).unwrap();
+        std::fs::write(&path, format!("{}}}", &text[..cut])).unwrap();
+        let old = Profile::load(&path).unwrap();
+        assert_eq!(
+            old.sites()[0].traceback.frames()[0].path(),
+            "dep-1.0.0/src/lib.rs"
+        );
     }
 
     #[test]

@@ -160,6 +160,8 @@ impl fmt::Display for StatisticDiff {
 
 /// Which traces [`Snapshot::filter_traces`] keeps, by file name (a glob, as
 /// Python's `fnmatch`: `*`, `?`, `[seq]`, `[!seq]`) and optionally line.
+/// A frame matches when its file name as reports show it
+/// ([`Frame::filename`]) or its full path ([`Frame::path`]) does.
 ///
 /// By default a filter looks at the allocating frame only; with
 /// [`all_frames`](Filter::all_frames) at every frame of the traceback.
@@ -222,9 +224,13 @@ impl Filter {
         }
     }
 
+    /// The file name or, where reports shorten it, the full path
+    /// ([`Frame::path`]) matches: `serde_json-*` and `*/.cargo/registry/*`
+    /// both find a dependency's frames.
     fn matches_frame(&self, f: &Frame) -> bool {
         self.lineno.is_none_or(|l| l == f.0.lineno)
-            && fnmatch(&self.filename_pattern, &f.0.filename)
+            && (fnmatch(&self.filename_pattern, &f.0.filename)
+                || (f.0.path != f.0.filename && fnmatch(&self.filename_pattern, &f.0.path)))
     }
 
     /// Whether the pattern (and line) matches the traceback: any frame with
@@ -821,6 +827,27 @@ mod tests {
                 .traceback_limit(),
             2
         );
+    }
+
+    /// Filters match the short name reports show and the full path.
+    #[test]
+    fn filters_match_the_name_and_the_full_path() {
+        let full =
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/dep-1.0.0/src/lib.rs";
+        let dep = Frame::at_path("dep-1.0.0/src/lib.rs".into(), full.into(), 7, "f".into());
+        let s = Snapshot::new(
+            vec![
+                Trace::new(8, Traceback::new(vec![dep])),
+                trace(16, &tb(&[("src/main.rs", 3, "main")])),
+            ],
+            1,
+        );
+        let kept = |f: Filter| s.filter_traces(&[f]).traces().len();
+        assert_eq!(kept(Filter::include("dep-1.0.0/*")), 1);
+        assert_eq!(kept(Filter::include("*/.cargo/registry/*")), 1);
+        assert_eq!(kept(Filter::exclude("*/.cargo/registry/*")), 1);
+        assert_eq!(kept(Filter::include("src/*")), 1);
+        assert_eq!(kept(Filter::include("/home/u/*").lineno(8)), 0);
     }
 
     #[test]
