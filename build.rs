@@ -4,10 +4,10 @@
 //! build with `[profile.dev.package.tracealloc] opt-level = 3`).
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(tracealloc_optimized)");
-    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo:rustc-check-cfg=cfg(tracealloc_optimized)");
+    println!("cargo:rerun-if-changed=build.rs");
     let level = std::env::var("OPT_LEVEL").unwrap_or_default();
     if !level.is_empty() && level != "0" {
-        println!("cargo::rustc-cfg=tracealloc_optimized");
+        println!("cargo:rustc-cfg=tracealloc_optimized");
     }
 }

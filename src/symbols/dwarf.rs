@@ -345,8 +345,15 @@ impl Loaded {
     /// the GNU tools find them: by build id under `/usr/lib/debug/.build-id`,
     /// then by `.gnu_debuglink` next to it, in its `.debug` folder, or under
     /// `/usr/lib/debug`.
-    fn open(path: &Path) -> Option<Loaded> {
-        let file = Arc::new(MappedFile::open(path)?);
+    ///
+    /// `open_path` is mapped (for the executable, `/proc/self/exe`); `path`
+    /// names it, for the debug link's folders. A file that is not `id` (the
+    /// one loaded, when known: a library replaced on disk since) is not read.
+    fn open(path: &Path, open_path: &Path, id: Option<(u64, u64)>) -> Option<Loaded> {
+        let file = Arc::new(MappedFile::open(open_path)?);
+        if id.is_some_and(|id| id != file.id()) {
+            return None;
+        }
         let (build_id, debuglink) = {
             let data = file.bytes();
             let header = Elf::parse(data).ok()?;
@@ -573,10 +580,11 @@ impl Symbolizer {
         let (i, svma) = self.find(addr)?;
         let object = &mut self.files[i];
         if let State::NotLoaded = object.state {
-            object.state = match Loaded::open(&object.file.path) {
-                Some(l) => State::Loaded(Box::new(l)),
-                None => State::Failed,
-            };
+            object.state =
+                match Loaded::open(&object.file.path, &object.file.open_path, object.file.id) {
+                    Some(l) => State::Loaded(Box::new(l)),
+                    None => State::Failed,
+                };
         }
         if let State::Loaded(loaded) = &mut object.state {
             loaded.parse_for(svma);
@@ -602,7 +610,9 @@ impl Symbolizer {
         for file in map::loaded_files() {
             let kept = old
                 .iter()
-                .position(|o| o.file.path == file.path && o.file.base == file.base)
+                .position(|o| {
+                    o.file.path == file.path && o.file.base == file.base && o.file.id == file.id
+                })
                 .map(|k| old.swap_remove(k).state);
             self.files.push(Object {
                 file,
@@ -722,8 +732,21 @@ fn section(file: &Arc<MappedFile>, sections: &SectionTable<'_, Elf>, name: &str)
             return SharedBytes::empty();
         };
         if header.sh_flags(LE) & u64::from(elf::SHF_COMPRESSED) == 0 {
-            let start = bytes.as_ptr() as usize - data.as_ptr() as usize;
-            return SharedBytes::mapped(file, start..start + bytes.len());
+            // Where the bytes lie in the file, from the header (a NOBITS
+            // section has none: its `data` is an empty slice elsewhere).
+            return match header.file_range(LE) {
+                Some((offset, size)) if size > 0 => {
+                    match (usize::try_from(offset), usize::try_from(size)) {
+                        (Ok(start), Ok(len))
+                            if start.checked_add(len).is_some_and(|end| end <= data.len()) =>
+                        {
+                            SharedBytes::mapped(file, start..start + len)
+                        }
+                        _ => SharedBytes::empty(),
+                    }
+                }
+                _ => SharedBytes::empty(),
+            };
         }
         let mut input = object::Bytes(bytes);
         let Ok(ch) = input.read::<elf::CompressionHeader64<LE>>() else {
@@ -753,9 +776,18 @@ fn section(file: &Arc<MappedFile>, sections: &SectionTable<'_, Elf>, name: &str)
     }
 }
 
+/// Deflate's highest ratio of output to input (a run of one byte): a
+/// section claiming more than this from its compressed size is refused
+/// before any memory is taken for it.
+const MAX_INFLATE_RATIO: u64 = 1032;
+
 /// `input` (a zlib stream) inflated into `size` bytes on the heap; empty if
-/// it is not exactly that, or the memory is refused.
+/// it is not exactly that, if `size` is more than deflate can make of
+/// `input`, or if the memory is refused.
 fn inflate(input: &[u8], size: u64) -> SharedBytes {
+    if size > (input.len() as u64).saturating_mul(MAX_INFLATE_RATIO) {
+        return SharedBytes::empty();
+    }
     use miniz_oxide::inflate::core::inflate_flags::{
         TINFL_FLAG_PARSE_ZLIB_HEADER, TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
     };
@@ -880,6 +912,18 @@ fn supplementary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A section whose stated size deflate cannot make of its input is
+    /// refused before any memory is taken (a 16 KB file claiming 6 GiB);
+    /// a true one inflates.
+    #[test]
+    fn inflate_refuses_impossible_sizes() {
+        let zeros = vec![0u8; 100_000];
+        let packed = miniz_oxide::deflate::compress_to_vec_zlib(&zeros, 6);
+        assert_eq!(&*inflate(&packed, zeros.len() as u64), &zeros[..]);
+        assert!(inflate(&packed, 6 << 30).is_empty());
+        assert!(inflate(&packed, zeros.len() as u64 + 1).is_empty());
+    }
 
     /// What the `backtrace` crate gives at `addr`: (file, line, raw name)
     /// per frame. It takes a return address (and looks 1 byte before it).

@@ -12,15 +12,22 @@ use std::sync::Arc;
 ///
 /// Its pages are read from the file when first touched and are clean: the
 /// kernel can drop them under memory pressure. They count in the process's
-/// RSS while resident, never on the heap. As with any mapped file, a file
+/// RSS while resident, never on the heap.
+///
+/// The one thing this process cannot rule out: as with any mapped file
+/// (and as the `backtrace` crate's symbolizer maps them too), a file
 /// truncated by another process while mapped makes a later read of the lost
-/// pages fault (`SIGBUS`); executables and libraries in use are not
+/// pages fault (`SIGBUS`). Executables and libraries in use are not
 /// rewritten in place by package managers or linkers (they write a new file
-/// and rename it), which is what this is for.
+/// and rename it over the old one, which leaves this mapping the old file's);
+/// separate debug files could be, by hand. docs/tracing.md says so, and
+/// [`release_symbols`](crate::release_symbols) unmaps them all.
 #[derive(Debug)]
 pub(crate) struct MappedFile {
     ptr: *const u8,
     len: usize,
+    /// The file's device and inode, when it was opened.
+    id: (u64, u64),
 }
 
 // SAFETY: the mapping is read-only and owned by this value alone; reading it
@@ -34,16 +41,20 @@ impl MappedFile {
     /// Maps the regular file at `path`; `None` if it cannot be opened, is
     /// empty, or cannot be mapped.
     pub(crate) fn open(path: &Path) -> Option<MappedFile> {
+        use std::os::unix::fs::MetadataExt;
         use std::os::unix::io::AsRawFd;
         let file = super::open_regular(path, u64::MAX).ok()?;
-        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        let meta = file.metadata().ok()?;
+        let id = (meta.dev(), meta.ino());
+        let len = usize::try_from(meta.len()).ok()?;
         if len == 0 {
             return None;
         }
         // SAFETY: a fresh mapping chosen by the kernel (null hint), of `len`
         // bytes of an open file, read-only and private: it aliases no Rust
         // memory. The descriptor may be closed afterwards (the mapping keeps
-        // the file).
+        // the file). Reads of it stay valid while the file keeps its length
+        // and contents: the precondition on the file stated on the type.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -60,13 +71,22 @@ impl MappedFile {
         Some(MappedFile {
             ptr: ptr as *const u8,
             len,
+            id,
         })
+    }
+
+    /// The file's device and inode, when it was opened.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.id
     }
 
     /// The file's bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr` is a live read-only mapping of `len` bytes, unmapped
-        // only when `self` is dropped, which the borrow prevents.
+        // only when `self` is dropped, which the borrow prevents. The bytes
+        // are the file's as long as nobody truncates or rewrites it in
+        // place (the precondition stated on the type, outside this
+        // process's control).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
@@ -203,8 +223,16 @@ unsafe impl stable_deref_trait::CloneStableDeref for SharedBytes {}
 /// library.
 #[derive(Debug)]
 pub(crate) struct LoadedFile {
-    /// Its file: the executable's is `/proc/self/exe`'s target.
+    /// Its file's path: the executable's is `/proc/self/exe`'s target.
     pub(crate) path: PathBuf,
+    /// The path to map it from: `path`, or for the executable
+    /// `/proc/self/exe`, which opens the running file even once it is
+    /// deleted or replaced.
+    pub(crate) open_path: PathBuf,
+    /// The device and inode of the file mapped at its first segment, from
+    /// `/proc/self/maps`: a file at `path` that is not this one (replaced
+    /// since it was loaded) is not read for it.
+    pub(crate) id: Option<(u64, u64)>,
     /// Load bias: the object's addresses (SVMAs) + `base` = process
     /// addresses.
     pub(crate) base: u64,
@@ -268,22 +296,55 @@ pub(crate) fn loaded_files() -> Vec<LoadedFile> {
         )
     };
     let exe = std::env::current_exe().ok();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     raw.into_iter()
         .enumerate()
         .filter_map(|(i, (name, base, segments))| {
-            let path = if name.is_empty() {
+            let (path, open_path) = if name.is_empty() {
                 // The executable has no name here.
-                (i == 0).then(|| exe.clone()).flatten()?
+                let exe = (i == 0).then(|| exe.clone()).flatten()?;
+                (exe, PathBuf::from("/proc/self/exe"))
+            } else if !name.contains(&b'/') {
+                // Not a file's path (the vDSO's `linux-vdso.so.1`): opening
+                // it would look in the working directory.
+                return None;
             } else {
-                PathBuf::from(std::ffi::OsStr::from_bytes(&name))
+                let p = PathBuf::from(std::ffi::OsStr::from_bytes(&name));
+                (p.clone(), p)
             };
+            let first = segments.first().map(|r| base.wrapping_add(r.start));
             Some(LoadedFile {
+                id: first.and_then(|a| mapped_file_id(&maps, a)),
                 path,
+                open_path,
                 base,
                 segments,
             })
         })
         .collect()
+}
+
+/// The device and inode of the file mapped at `addr`, from the text of
+/// `/proc/self/maps` (`start-end perms offset major:minor inode path`).
+fn mapped_file_id(maps: &str, addr: u64) -> Option<(u64, u64)> {
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_ascii_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (
+            u64::from_str_radix(start, 16).ok()?,
+            u64::from_str_radix(end, 16).ok()?,
+        );
+        if !(start..end).contains(&addr) {
+            return None;
+        }
+        let (major, minor) = fields.nth(2)?.split_once(':')?;
+        let inode: u64 = fields.next()?.parse().ok()?;
+        let (major, minor) = (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        (inode != 0).then(|| (libc::makedev(major, minor), inode))
+    })
 }
 
 /// Gives the C allocator's free memory at the top of its heaps back to the
@@ -296,5 +357,47 @@ pub(crate) fn trim_heap() {
     // it reads no Rust memory and is thread-safe.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mapped_file_at_an_address() {
+        let maps = "\
+55d0c8a00000-55d0c8a21000 r--p 00000000 08:01 1835 /usr/bin/prog
+55d0c8a21000-55d0c8b00000 r-xp 00021000 103:02 52 /usr/bin/prog
+7ffd1c9f0000-7ffd1ca11000 rw-p 00000000 00:00 0 [stack]
+";
+        assert_eq!(
+            mapped_file_id(maps, 0x55d0_c8a0_0010),
+            Some((libc::makedev(8, 1), 1835))
+        );
+        assert_eq!(
+            mapped_file_id(maps, 0x55d0_c8a2_1000),
+            Some((libc::makedev(0x103, 2), 52))
+        );
+        // Anonymous memory has no file; an address in no mapping, none.
+        assert_eq!(mapped_file_id(maps, 0x7ffd_1c9f_0008), None);
+        assert_eq!(mapped_file_id(maps, 0x1000), None);
+        assert_eq!(mapped_file_id("garbage\n1-2 x", 1), None);
+    }
+
+    /// The running executable's entry names the file `/proc/self/exe`
+    /// opens, and it is mapped from there.
+    #[test]
+    fn the_executable_is_identified_and_opened() {
+        let files = loaded_files();
+        let exe = &files[0];
+        assert_eq!(exe.open_path, Path::new("/proc/self/exe"));
+        let mapped = MappedFile::open(&exe.open_path).expect("maps the executable");
+        assert_eq!(exe.id, Some(mapped.id()));
+        // No entry is a bare name (the vDSO's) that would be opened in the
+        // working directory.
+        assert!(files
+            .iter()
+            .all(|f| f.open_path.as_os_str().as_encoded_bytes().contains(&b'/')));
     }
 }
