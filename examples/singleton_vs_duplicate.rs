@@ -637,7 +637,11 @@ fn main() {
     let load_dup = dup.times.0 + dup.times.1;
     let load_reg = reg.times.0 + reg.times.1;
     let rss_part = match (dup.rss, reg.rss) {
-        (Some(d), Some(r)) => format!(" (RSS grew by {} against {})", size(d), size(r)),
+        (Some(d), Some(r)) => format!(
+            " RSS grew by {} when loading twice and by {} when sharing.",
+            size(d),
+            size(r)
+        ),
         _ => String::new(),
     };
     let site_part = match (&sites[0].0, &sites[1].0) {
@@ -655,7 +659,7 @@ fn main() {
     println!("Verdict");
     let paragraph = format!(
         "Loading the model ({} of weights, {} vocabulary entries) twice held {} of heap; \
-sharing one instance through the registry held {}{rss_part}, {} ({:.0} %) less. \
+sharing one instance through the registry held {}, {} ({:.0} %) less.{rss_part} \
 The two loads took {:.0} ms against {:.0} ms: the second get_or_load returned the same instance in {:.3} ms \
 instead of loading again ({:.0} ms saved).{site_part}",
         size(weights as u64),

@@ -43,16 +43,13 @@ fn write_hints<'a>(
     tracebacks: impl Iterator<Item = &'a Traceback>,
     key_type: KeyType,
 ) -> fmt::Result {
-    if matches!(key_type, KeyType::Function) {
-        return Ok(());
-    }
     let mut seen: Vec<&'static str> = Vec::new();
     for t in tracebacks {
         let hint = match key_type {
             KeyType::Traceback => t.frames().iter().find_map(|fr| fr.line_hint()),
-            // A file's entry has line 0 by construction: only an unknown
-            // file needs a note.
-            KeyType::Filename => t
+            // A file's or a function's entry has no line by construction:
+            // only an unknown file needs a note.
+            KeyType::Filename | KeyType::Function => t
                 .frames()
                 .first()
                 .filter(|fr| fr.filename() == "<unknown>")
@@ -443,7 +440,12 @@ mod tests {
     #[test]
     fn reports_explain_lines_they_cannot_name() {
         let known = snapshot(&[("src/a.rs", 3), ("src/b.rs", 4)]);
-        for key in [KeyType::Lineno, KeyType::Filename, KeyType::Traceback] {
+        for key in [
+            KeyType::Lineno,
+            KeyType::Filename,
+            KeyType::Function,
+            KeyType::Traceback,
+        ] {
             assert!(!known.top(10, key).to_string().contains("Note:"), "{key:?}");
         }
         let s = snapshot(&[("<unknown>", 0), ("serde_json-1.0.154/src/lib.rs", 0)]);
@@ -452,9 +454,11 @@ mod tests {
         assert!(top.contains("[profile.release]"), "{top}");
         assert_eq!(top.matches("Note: a line 0 is code").count(), 1, "{top}");
         // A file's entry is at line 0 by construction: no note for it.
-        let files = s.top(10, KeyType::Filename).to_string();
-        assert!(files.contains("Note: <unknown>:0"), "{files}");
-        assert!(!files.contains("a line 0"), "{files}");
+        for key in [KeyType::Filename, KeyType::Function] {
+            let t = s.top(10, key).to_string();
+            assert!(t.contains("Note: <unknown>:0"), "{t}");
+            assert!(!t.contains("a line 0"), "{t}");
+        }
         // Entries past the top n are not shown, and need no note.
         let one = snapshot(&[("src/a.rs", 3), ("src/a.rs", 3), ("<unknown>", 0)]);
         assert!(!one.top(1, KeyType::Lineno).to_string().contains("Note:"));

@@ -576,9 +576,8 @@ fn profile_top(p: &Profile, n: usize, key: Key, cumulative: bool) -> String {
     for (_, _, first) in rows.iter().take(n) {
         let frames = p.sites()[*first].traceback.frames();
         let hint = match key {
-            Key::Function => None,
             Key::Traceback => frames.iter().find_map(|f| f.line_hint()),
-            Key::Filename => frames
+            Key::Filename | Key::Function => frames
                 .first()
                 .filter(|f| f.filename() == "<unknown>")
                 .and_then(|f| f.line_hint()),
