@@ -13,6 +13,7 @@
 
 #[allow(dead_code)] // used by the tracing modes only
 pub mod many_stacks;
+mod unchosen;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -27,6 +28,9 @@ pub const WORKLOADS: &[&str] = &[
     "threads-all",
     "big",
     "dense",
+    "ring",
+    "shuffle",
+    "deep",
     "snapshot",
 ];
 
@@ -244,6 +248,23 @@ fn run(mode: &Mode, workload: &str, scale: f64) {
             // cost is zeroing: thousands of buffers to reach the target time.
             let n = sized(8000.0, scale);
             (n, big(n), start.elapsed())
+        }
+        "ring" => {
+            let steps = sized(3e6, scale);
+            (
+                steps,
+                unchosen::ring(black_box(0x717e), steps),
+                start.elapsed(),
+            )
+        }
+        "shuffle" => {
+            let rounds = sized(40.0, scale);
+            let sum = unchosen::shuffle(50_000, rounds);
+            (rounds * 50_000, sum, start.elapsed())
+        }
+        "deep" => {
+            let descents = sized(120e3, scale);
+            (descents * 64, unchosen::deep(descents), start.elapsed())
         }
         "snapshot" => match mode.snapshot {
             Some(f) => {
