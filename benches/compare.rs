@@ -3,8 +3,16 @@
 //! run.
 //!
 //! ```text
-//! cargo bench --bench compare [-- --quick] [--rounds N] [--scale F] [--modes a,b,...] [--workloads a,b,...]
+//! cargo bench --bench compare [-- --quick] [--rounds N] [--scale F] [--modes a,b,...] [--workloads a,b,...] [--instructions]
 //! ```
+//!
+//! `--instructions` counts instructions instead of timing: each run goes
+//! under `valgrind --tool=callgrind`, collecting inside the workload only
+//! (`common::run`), at `--scale 0.02` unless told otherwise, one round
+//! unless told otherwise. The counts do not drift as this VM's times do
+//! (the same binary moves by 5–15 % between timed runs), so they can judge
+//! a change of a few percent; they do not see cache misses, contention or
+//! the cost of an atomic, which the timed runs do.
 //!
 //! It builds the mode binaries (`cargo bench --no-run`; the `-fp` modes in a
 //! second build with `-C force-frame-pointers=yes`, under
@@ -89,6 +97,8 @@ struct Args {
     scale: Option<f64>,
     modes: Vec<&'static Mode>,
     workloads: Vec<&'static str>,
+    /// Count instructions under callgrind instead of timing.
+    instructions: bool,
 }
 
 fn parse_args() -> Args {
@@ -110,6 +120,7 @@ fn parse_args() -> Args {
         })
     };
     let quick = args.iter().any(|a| a == "--quick");
+    let instructions = args.iter().any(|a| a == "--instructions");
     let workloads: Vec<&'static str> = match value("--workloads") {
         None => common::WORKLOADS.to_vec(),
         Some(list) => list
@@ -146,19 +157,27 @@ fn parse_args() -> Args {
     // The baseline always runs, first.
     modes.retain(|m| m.name != MODES[0].name);
     modes.insert(0, &MODES[0]);
-    let scale = value("--scale").map(|v| {
-        v.parse::<f64>()
-            .ok()
-            .filter(|&f| f > 0.0)
-            .unwrap_or_else(|| fail(&format!("--scale needs a positive number, got {v:?}")))
-    });
+    let scale = value("--scale")
+        .map(|v| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|&f| f > 0.0)
+                .unwrap_or_else(|| fail(&format!("--scale needs a positive number, got {v:?}")))
+        })
+        .or(if instructions && !quick {
+            Some(0.02)
+        } else {
+            None
+        });
     Args {
         quick,
         // Even, so that every mode runs as often before the baseline as after.
-        rounds: positive("--rounds").map_or(if quick { 1 } else { 4 }, |n| n as usize),
+        rounds: positive("--rounds")
+            .map_or(if quick || instructions { 1 } else { 4 }, |n| n as usize),
         scale,
         modes,
         workloads,
+        instructions,
     }
 }
 
@@ -196,6 +215,10 @@ fn main() {
                     .entry(m.name)
                     .or_default();
                 match result {
+                    Some(s) if args.instructions => {
+                        eprintln!("{label} {:.1} M instructions", s.secs / 1e6);
+                        runs.push(s);
+                    }
                     Some(s) => {
                         eprintln!("{label} {:.3} s", s.secs);
                         runs.push(s);
@@ -275,7 +298,18 @@ fn json_string_field(line: &str, key: &str) -> Option<String> {
 
 /// One run of one mode on one workload; `None` when the mode skips it.
 fn run(exe: &str, m: &Mode, workload: &str, args: &Args) -> Option<Sample> {
-    let mut cmd = Command::new(exe);
+    let mut cmd = if args.instructions {
+        let mut c = Command::new("valgrind");
+        c.args([
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            "--toggle-collect=*::common::run",
+            exe,
+        ]);
+        c
+    } else {
+        Command::new(exe)
+    };
     cmd.arg(workload).env("TRACEALLOC_BENCH", m.spec);
     if args.quick {
         cmd.arg("--quick");
@@ -309,9 +343,27 @@ fn run(exe: &str, m: &Mode, workload: &str, args: &Args) -> Option<Sample> {
             .parse::<f64>()
             .unwrap_or_else(|_| fail(&format!("bad {k} in {line:?}")))
     };
+    let secs = if args.instructions {
+        // callgrind's summary on stderr: "==pid== Collected : N".
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        stderr
+            .lines()
+            .find_map(|l| {
+                l.split_once("Collected :")
+                    .map(|(_, n)| n.trim().to_string())
+            })
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or_else(|| fail(&format!("no instruction count from callgrind: {stderr}")))
+    } else {
+        num("secs")
+    };
     Some(Sample {
-        secs: num("secs"),
-        peak_rss_kib: num("peak_rss_kib"),
+        secs,
+        peak_rss_kib: if args.instructions {
+            f64::NAN
+        } else {
+            num("peak_rss_kib")
+        },
         checksum: field("checksum"),
     })
 }
@@ -329,14 +381,25 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn report(samples: &BTreeMap<&str, BTreeMap<&str, Vec<Sample>>>, args: &Args) {
     let base = MODES[0].name;
     println!();
-    println!(
-        "{} round(s){}; time and peak RSS as ratios to `{base}` in the same round (median over rounds)",
-        args.rounds,
-        if args.quick { ", quick sizes" } else { "" }
-    );
+    if args.instructions {
+        println!(
+            "instructions inside the workload (callgrind), as ratios to `{base}`; peak RSS not measured"
+        );
+    } else {
+        println!(
+            "{} round(s){}; time and peak RSS as ratios to `{base}` in the same round (median over rounds)",
+            args.rounds,
+            if args.quick { ", quick sizes" } else { "" }
+        );
+    }
+    let (value_name, ratio_name) = if args.instructions {
+        ("median instr", "instr ×")
+    } else {
+        ("median s", "time ×")
+    };
     println!(
         "{:<12} {:<16} {:>12} {:>10} {:>10}",
-        "workload", "mode", "median s", "time ×", "RSS ×"
+        "workload", "mode", value_name, ratio_name, "RSS ×"
     );
     let mut json = Vec::new();
     let empty = Vec::new();
@@ -373,26 +436,45 @@ fn report(samples: &BTreeMap<&str, BTreeMap<&str, Vec<Sample>>>, args: &Args) {
             };
             let time = ratio(|s| s.secs);
             let rss = ratio(|s| s.peak_rss_kib);
-            let show = |r: Option<f64>| r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"));
-            println!(
-                "{workload:<12} {:<16} {secs:>12.4} {:>10} {:>10}",
-                m.name,
-                show(time),
-                show(rss)
-            );
-            let num = |r: Option<f64>| r.map_or_else(|| "null".to_string(), |r| format!("{r:.4}"));
+            let show = |r: Option<f64>| {
+                r.filter(|r| r.is_finite())
+                    .map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"))
+            };
+            if args.instructions {
+                println!(
+                    "{workload:<12} {:<16} {:>12.0} {:>10} {:>10}",
+                    m.name,
+                    secs,
+                    show(time),
+                    show(rss)
+                );
+            } else {
+                println!(
+                    "{workload:<12} {:<16} {secs:>12.4} {:>10} {:>10}",
+                    m.name,
+                    show(time),
+                    show(rss)
+                );
+            }
+            let num = |r: Option<f64>| {
+                r.filter(|r| r.is_finite())
+                    .map_or_else(|| "null".to_string(), |r| format!("{r:.4}"))
+            };
             json.push(format!(
-                "{{\"workload\":\"{workload}\",\"mode\":\"{}\",\"median_secs\":{secs:.6},\"time_ratio\":{},\"peak_rss_ratio\":{}}}",
+                "{{\"workload\":\"{workload}\",\"mode\":\"{}\",\"{}\":{secs:.6},\"{}\":{},\"peak_rss_ratio\":{}}}",
                 m.name,
+                if args.instructions { "median_instructions" } else { "median_secs" },
+                if args.instructions { "instructions_ratio" } else { "time_ratio" },
                 num(time),
                 num(rss)
             ));
         }
     }
     let doc = format!(
-        "{{\"rounds\":{},\"quick\":{},\"results\":[\n{}\n]}}\n",
+        "{{\"rounds\":{},\"quick\":{},\"instructions\":{},\"results\":[\n{}\n]}}\n",
         args.rounds,
         args.quick,
+        args.instructions,
         json.join(",\n")
     );
     let path = target_dir().join("bench-compare.json");
