@@ -303,14 +303,21 @@ fn record(ev: Event) -> Recorded {
             add_to_own_slot(t, slot, ev);
             Recorded::Done
         }
-        None => record_slow(t, ev),
+        None => record_slow(
+            t,
+            ev.allocs,
+            ev.frees,
+            ev.reallocs,
+            ev.bytes_in,
+            ev.bytes_out,
+        ),
     }) {
         Ok(r) => r,
         // Unreachable for a const thread-local without destructor; counted
         // exactly all the same.
         Err(_) => {
             INSTALLED.store(true, Relaxed);
-            add_shared(ev);
+            add_shared(ev.allocs, ev.frees, ev.reallocs, ev.bytes_in, ev.bytes_out);
             Recorded::Done
         }
     }
@@ -326,15 +333,38 @@ fn add_to_own_slot(t: &ThreadCounters, s: &Slot, ev: Event) {
     bump(&s.bytes_out, ev.bytes_out, true);
     HEAP_PEAK.add(&t.pending, ev.net());
     if t.depth.get() != 0 {
-        add_measured(t, ev);
+        add_measured(
+            t,
+            ev.allocs,
+            ev.frees,
+            ev.reallocs,
+            ev.bytes_in,
+            ev.bytes_out,
+        );
     }
 }
 
 /// A thread's first event (claims a slot), or an event of a thread counted
-/// in [`OVERFLOW`].
+/// in [`OVERFLOW`]. The cold functions take an event's fields as scalars:
+/// passed as a struct, the hot path would build it in memory before every
+/// branch that might call them.
 #[cold]
 #[inline(never)]
-fn record_slow(t: &ThreadCounters, ev: Event) -> Recorded {
+fn record_slow(
+    t: &ThreadCounters,
+    allocs: u64,
+    frees: u64,
+    reallocs: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+) -> Recorded {
+    let ev = Event {
+        allocs,
+        frees,
+        reallocs,
+        bytes_in,
+        bytes_out,
+    };
     if !INSTALLED.load(Relaxed) {
         INSTALLED.store(true, Relaxed);
     }
@@ -346,9 +376,9 @@ fn record_slow(t: &ThreadCounters, ev: Event) -> Recorded {
         }
         t.overflow.set(true);
     }
-    add_shared(ev);
+    add_shared(allocs, frees, reallocs, bytes_in, bytes_out);
     if t.depth.get() != 0 {
-        add_measured(t, ev);
+        add_measured(t, allocs, frees, reallocs, bytes_in, bytes_out);
     }
     Recorded::Done
 }
@@ -366,7 +396,14 @@ fn claim_slot() -> Option<&'static Slot> {
 
 /// Counts an event in [`OVERFLOW`], with atomic adds.
 #[cold]
-fn add_shared(ev: Event) {
+fn add_shared(allocs: u64, frees: u64, reallocs: u64, bytes_in: u64, bytes_out: u64) {
+    let ev = Event {
+        allocs,
+        frees,
+        reallocs,
+        bytes_in,
+        bytes_out,
+    };
     bump(&OVERFLOW.allocs, ev.allocs, false);
     bump(&OVERFLOW.frees, ev.frees, false);
     bump(&OVERFLOW.reallocs, ev.reallocs, false);
@@ -390,7 +427,21 @@ pub(crate) fn tracer_heap_bytes() -> usize {
 
 #[cold]
 #[inline(never)]
-fn add_measured(t: &ThreadCounters, ev: Event) {
+fn add_measured(
+    t: &ThreadCounters,
+    allocs: u64,
+    frees: u64,
+    reallocs: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+) {
+    let ev = Event {
+        allocs,
+        frees,
+        reallocs,
+        bytes_in,
+        bytes_out,
+    };
     t.allocs.set(t.allocs.get().wrapping_add(ev.allocs));
     t.frees.set(t.frees.get().wrapping_add(ev.frees));
     t.reallocs.set(t.reallocs.get().wrapping_add(ev.reallocs));
