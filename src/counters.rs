@@ -253,6 +253,18 @@ struct Event {
 }
 
 impl Event {
+    /// The event of these fields (as the cold functions get them).
+    #[inline(always)]
+    fn new(allocs: u64, frees: u64, reallocs: u64, bytes_in: u64, bytes_out: u64) -> Event {
+        Event {
+            allocs,
+            frees,
+            reallocs,
+            bytes_in,
+            bytes_out,
+        }
+    }
+
     #[inline(always)]
     fn net(&self) -> i64 {
         (self.bytes_in as i64).wrapping_sub(self.bytes_out as i64)
@@ -358,13 +370,7 @@ fn record_slow(
     bytes_in: u64,
     bytes_out: u64,
 ) -> Recorded {
-    let ev = Event {
-        allocs,
-        frees,
-        reallocs,
-        bytes_in,
-        bytes_out,
-    };
+    let ev = Event::new(allocs, frees, reallocs, bytes_in, bytes_out);
     if !INSTALLED.load(Relaxed) {
         INSTALLED.store(true, Relaxed);
     }
@@ -397,13 +403,7 @@ fn claim_slot() -> Option<&'static Slot> {
 /// Counts an event in [`OVERFLOW`], with atomic adds.
 #[cold]
 fn add_shared(allocs: u64, frees: u64, reallocs: u64, bytes_in: u64, bytes_out: u64) {
-    let ev = Event {
-        allocs,
-        frees,
-        reallocs,
-        bytes_in,
-        bytes_out,
-    };
+    let ev = Event::new(allocs, frees, reallocs, bytes_in, bytes_out);
     bump(&OVERFLOW.allocs, ev.allocs, false);
     bump(&OVERFLOW.frees, ev.frees, false);
     bump(&OVERFLOW.reallocs, ev.reallocs, false);
@@ -435,13 +435,7 @@ fn add_measured(
     bytes_in: u64,
     bytes_out: u64,
 ) {
-    let ev = Event {
-        allocs,
-        frees,
-        reallocs,
-        bytes_in,
-        bytes_out,
-    };
+    let ev = Event::new(allocs, frees, reallocs, bytes_in, bytes_out);
     t.allocs.set(t.allocs.get().wrapping_add(ev.allocs));
     t.frees.set(t.frees.get().wrapping_add(ev.frees));
     t.reallocs.set(t.reallocs.get().wrapping_add(ev.reallocs));

@@ -534,6 +534,34 @@ pub(crate) fn entry<T: Clone>(
     })
 }
 
+/// The optional `paths` table of a snapshot or profile file (`[frame, full
+/// path]`; see [`Frame::path`]) as full path by frame, for a file of
+/// `frames` frames and the string table `strings`; charged to the budget
+/// through `spend`.
+pub(crate) fn full_paths(
+    paths: Option<Seq<(u32, u32)>>,
+    frames: usize,
+    strings: &[Arc<str>],
+    spend: &dyn Fn(u64) -> Result<(), Error>,
+    err: &dyn Fn(String) -> Error,
+) -> Result<HashMap<u32, Arc<str>>, Error> {
+    let paths = paths.map_or_else(Vec::new, |p| p.0);
+    spend(paths.len() as u64 * 48)?;
+    let mut full = HashMap::with_capacity(paths.len());
+    for (frame_i, path_i) in paths {
+        if frame_i as usize >= frames {
+            return Err(err(format!(
+                "a path refers to frame {frame_i}, but there are {frames}"
+            )));
+        }
+        full.insert(
+            frame_i,
+            entry(strings, path_i, "a frame's path", "string", err)?,
+        );
+    }
+    Ok(full)
+}
+
 /// The snapshot a parsed file describes; every value charged to the budget.
 fn build(
     file: LoadFile,
@@ -575,19 +603,7 @@ fn build(
     // bytes. The arrays read from the file are dropped as they are used.
     let frames = frames.0;
     spend(block(8 * frames.len() as u64) + frames.len() as u64 * block(16 + 40))?;
-    // The full paths of the frames that have one, by frame.
-    let paths = paths.map_or_else(Vec::new, |p| p.0);
-    spend(paths.len() as u64 * 48)?;
-    let mut full: HashMap<u32, Arc<str>> = HashMap::with_capacity(paths.len());
-    for (frame_i, path_i) in paths {
-        if frame_i as usize >= frames.len() {
-            return Err(err(format!(
-                "a path refers to frame {frame_i}, but there are {}",
-                frames.len()
-            )));
-        }
-        full.insert(frame_i, string(path_i, "a frame's path")?);
-    }
+    let mut full = full_paths(paths, frames.len(), &strings, &spend, err)?;
     let mut built_frames = Vec::with_capacity(frames.len());
     for (i, (file_i, line, func_i)) in frames.into_iter().enumerate() {
         let file = string(file_i, "a frame's file")?;

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::dump::{write_atomic, Error};
 use crate::profile::{Metric, Profile};
 use crate::scope::untraced;
+use crate::timeline::escape;
 
 /// The graph's title and the unit of its figures.
 fn labels(metric: Metric) -> (&'static str, &'static str) {
@@ -17,22 +18,6 @@ fn labels(metric: Metric) -> (&'static str, &'static str) {
         Metric::MaxLiveBytes => ("Most bytes live at once, per site", "bytes"),
         Metric::PeakBytes => ("Bytes live at the peak", "bytes"),
     }
-}
-
-/// Escapes text for an XML text node or attribute.
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A small SVG that says there is nothing to draw, and why.
@@ -48,8 +33,8 @@ fn empty_svg(title: &str, why: &str) -> String {
             "<text x=\"600\" y=\"60\" font-family=\"Verdana\" font-size=\"12\" ",
             "text-anchor=\"middle\">{}</text></svg>\n"
         ),
-        xml_escape(title),
-        xml_escape(why)
+        escape(title),
+        escape(why)
     )
 }
 

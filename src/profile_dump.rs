@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dump::{block, charge, entry, load_json, write_atomic, Cost, Error, Seq};
+use crate::dump::{block, charge, entry, full_paths, load_json, write_atomic, Cost, Error, Seq};
 use crate::dump::{MAX_FILE_BYTES, MAX_FRAMES, MAX_STRING};
 use crate::frame::{Frame, Traceback};
 use crate::method::CaptureMethod;
@@ -345,19 +345,7 @@ fn build(
     // A frame: a pointer to a shared 56-byte record, and its address.
     let frames = frames.0;
     spend(block(16 * frames.len() as u64) + frames.len() as u64 * block(16 + 40))?;
-    // The full paths of the frames that have one, by frame.
-    let paths = paths.map_or_else(Vec::new, |p| p.0);
-    spend(paths.len() as u64 * 48)?;
-    let mut full: HashMap<u32, Arc<str>> = HashMap::with_capacity(paths.len());
-    for (frame_i, path_i) in paths {
-        if frame_i as usize >= frames.len() {
-            return Err(err(format!(
-                "a path refers to frame {frame_i}, but there are {}",
-                frames.len()
-            )));
-        }
-        full.insert(frame_i, string(path_i, "a frame's path")?);
-    }
+    let mut full = full_paths(paths, frames.len(), &strings, &spend, err)?;
     let mut built_frames = Vec::with_capacity(frames.len());
     for (i, (file_i, line, func_i, address)) in frames.into_iter().enumerate() {
         let address = usize::try_from(address).map_err(|_| {

@@ -9,6 +9,8 @@
 //! `cargo test --features pprof --test pprof_server`.
 #![cfg(feature = "pprof")]
 
+mod example_binary;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -88,25 +90,9 @@ mod proto {
     }
 }
 
-/// The example binary cargo built beside this test:
-/// `target/<profile>/deps/pprof_server-<hash>` → `target/<profile>/examples/pprof_server`.
+/// This test's example, built (see `example_binary/mod.rs`).
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("pprof_server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the example first with \
-         `cargo build --features pprof --example pprof_server` (`cargo test --features pprof` \
-         builds it too)",
-        bin.display()
-    );
-    bin
+    example_binary::example_binary("pprof_server", Some("pprof"))
 }
 
 /// The running example, killed when the test ends (passing or not).

@@ -10,29 +10,14 @@
 //! `cargo test --test singleton_vs_duplicate_cli` (add `--release` to both
 //! for a release run).
 
+mod example_binary;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The example binary cargo built beside this test:
-/// `target/<profile>/deps/<test>-<hash>` →
-/// `target/<profile>/examples/singleton_vs_duplicate`.
+/// This test's example, built (see `example_binary/mod.rs`).
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("examples").join(format!(
-        "singleton_vs_duplicate{}",
-        std::env::consts::EXE_SUFFIX
-    ));
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the example first with \
-         `cargo build --example singleton_vs_duplicate` (`cargo test` builds it too)",
-        bin.display()
-    );
-    bin
+    example_binary::example_binary("singleton_vs_duplicate", None)
 }
 
 /// A directory of this test's own (its files, and the example's output
