@@ -62,6 +62,35 @@ pub(super) struct Symbolizer {
     changes: Option<u64>,
     /// Heap bytes taken by parsing and kept, as measured.
     heap: i64,
+    /// Whether the C runtime's DWARF is read too (see [`is_c_runtime`]):
+    /// only the tests that compare with the `backtrace` crate ask for it.
+    c_runtime_lines: bool,
+}
+
+/// Whether the object at `path` is the C runtime (the C library, the
+/// dynamic linker, libgcc's unwinder and glibc's former satellite
+/// libraries), whose DWARF is not read, only its symbol tables: Rust code
+/// never allocates through them, so their frames in a traced stack are the
+/// process's or a thread's entry below `main` (trimmed) or, rarely, a C
+/// function calling back into Rust (`qsort`): named, without a line. Their
+/// DWARF is large and compressed where installed (Debian's `libc6-dbg`:
+/// 40 ms and 8 MiB to inflate the C library's at the first snapshot).
+fn is_c_runtime(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    [
+        "libc.so",
+        "ld-linux",
+        "ld64.so",
+        "libgcc_s.so",
+        "libpthread.so",
+        "libdl.so",
+        "librt.so",
+        "libm.so",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 struct Object {
@@ -349,7 +378,10 @@ impl Loaded {
     /// `open_path` is mapped (for the executable, `/proc/self/exe`); `path`
     /// names it, for the debug link's folders. A file that is not `id` (the
     /// one loaded, when known: a library replaced on disk since) is not read.
-    fn open(path: &Path, open_path: &Path, id: Option<(u64, u64)>) -> Option<Loaded> {
+    ///
+    /// Without `lines`, only the symbol tables are read (the debug file's,
+    /// which has the local functions' names too), not the DWARF.
+    fn open(path: &Path, open_path: &Path, id: Option<(u64, u64)>, lines: bool) -> Option<Loaded> {
         let file = Arc::new(MappedFile::open(open_path)?);
         if id.is_some_and(|id| id != file.id()) {
             return None;
@@ -366,14 +398,14 @@ impl Loaded {
             .chain(debuglink.and_then(|name| locate_debuglink(path, &name)))
             .find_map(|p| {
                 let m = Arc::new(MappedFile::open(&p)?);
-                Loaded::from_file(m, Some(&p))
+                Loaded::from_file(m, Some(&p), lines)
             });
-        debug.or_else(|| Loaded::from_file(file, None))
+        debug.or_else(|| Loaded::from_file(file, None, lines))
     }
 
     /// The DWARF and symbols of mapped ELF file `file` (a debug file at
     /// `debug_path`, whose supplementary file is then looked for too).
-    fn from_file(file: Arc<MappedFile>, debug_path: Option<&Path>) -> Option<Loaded> {
+    fn from_file(file: Arc<MappedFile>, debug_path: Option<&Path>, lines: bool) -> Option<Loaded> {
         let data = file.bytes();
         let header = Elf::parse(data).ok()?;
         let table = header.sections(LE, data).ok()?;
@@ -391,6 +423,18 @@ impl Loaded {
             });
             list
         };
+        if !lines {
+            return Some(Loaded {
+                sections: None,
+                units: None,
+                whole: None,
+                symtab: Symtab {
+                    file: Some(file),
+                    index: None,
+                },
+                mapped,
+            });
+        }
         let own = load(&file, &table);
         let has_dwarf = own.iter().any(|(id, _)| *id == gimli::SectionId::DebugInfo);
         if !has_dwarf && debug_path.is_some() {
@@ -580,11 +624,15 @@ impl Symbolizer {
         let (i, svma) = self.find(addr)?;
         let object = &mut self.files[i];
         if let State::NotLoaded = object.state {
-            object.state =
-                match Loaded::open(&object.file.path, &object.file.open_path, object.file.id) {
-                    Some(l) => State::Loaded(Box::new(l)),
-                    None => State::Failed,
-                };
+            object.state = match Loaded::open(
+                &object.file.path,
+                &object.file.open_path,
+                object.file.id,
+                self.c_runtime_lines || !is_c_runtime(&object.file.path),
+            ) {
+                Some(l) => State::Loaded(Box::new(l)),
+                None => State::Failed,
+            };
         }
         if let State::Loaded(loaded) = &mut object.state {
             loaded.parse_for(svma);
@@ -939,13 +987,76 @@ mod tests {
         out
     }
 
+    /// The C library's code, as symbolized by default: a name from its
+    /// symbol tables, no file or line, whether or not its DWARF is
+    /// installed; and its DWARF never read.
+    #[test]
+    fn the_c_runtime_is_named_from_its_symbols() {
+        let g = crate::guard::Guard::hold();
+        let files = map::loaded_files();
+        let libc = files
+            .iter()
+            .find(|f| f.path.to_string_lossy().contains("libc.so"))
+            .expect("the C library is loaded");
+        assert!(is_c_runtime(&libc.path));
+        assert!(!is_c_runtime(&std::env::current_exe().unwrap()));
+        let code = libc
+            .segments
+            .iter()
+            .max_by_key(|s| s.end - s.start)
+            .unwrap();
+        let mut symbolizer = Symbolizer::default();
+        let (mut checked, mut named) = (0, 0);
+        let step = ((code.end - code.start) / 500).max(1);
+        let mut svma = code.start + 7;
+        while svma < code.end {
+            let frames = symbolizer.resolve((libc.base + svma) as usize);
+            assert!(frames.len() <= 1, "{frames:?}");
+            for (file, line, _) in &frames {
+                assert_eq!((file, line), (&None, &0), "{frames:?}");
+            }
+            named += usize::from(frames.iter().any(|f| f.2.is_some()));
+            checked += 1;
+            svma += step;
+        }
+        let loaded = symbolizer
+            .files
+            .iter()
+            .find(|o| o.file.path == libc.path)
+            .unwrap();
+        let State::Loaded(loaded) = &loaded.state else {
+            panic!("the C library's symbols were not read");
+        };
+        assert!(loaded.sections.is_none());
+        // With its debug file (Debian's libc6-dbg), from its full symbol
+        // table; without, from the exported symbols only.
+        let with_debug_file = {
+            let file = MappedFile::open(&libc.path).unwrap();
+            let data = file.bytes();
+            let sections = Elf::parse(data).unwrap().sections(LE, data).unwrap();
+            build_id(&sections, data)
+                .and_then(|id| locate_build_id(&id))
+                .is_some()
+        };
+        drop(g);
+        if with_debug_file {
+            assert!(named > checked * 9 / 10, "{named} of {checked} named");
+        } else {
+            assert!(named > 0, "{named} of {checked} named");
+        }
+    }
+
     /// Addresses spread over the code of the test binary and of the C
-    /// library, resolved here and by the `backtrace` crate: the same frames.
+    /// library, resolved here and by the `backtrace` crate: the same frames
+    /// (the C library's DWARF read, as the crate reads it).
     #[test]
     fn resolves_as_the_backtrace_crate_does() {
         let g = crate::guard::Guard::hold();
         let files = map::loaded_files();
-        let mut symbolizer = Symbolizer::default();
+        let mut symbolizer = Symbolizer {
+            c_runtime_lines: true,
+            ..Symbolizer::default()
+        };
         let mut checked = 0;
         let mut with_lines = 0;
         for file in files.iter().filter(|f| {

@@ -195,35 +195,79 @@ impl LiveMap {
         if size >= HUGE as usize && self.huge.try_reserve(1).is_err() {
             return false;
         }
-        let found = self.find(addr);
-        if let Some(i) = found {
-            // The allocator handed out an address we still hold: the old
-            // block was freed untraced (e.g. while tracing toggled).
-            let old = self.slots[i];
-            self.bytes -= self.size_of(&old) as u64;
-            self.forget_huge(&old);
-            self.len -= 1;
-        } else if (self.len + 1) * 5 > self.slots.len() * 4 && !self.grow() {
+        // Grown before the search (one pass finds the address or its
+        // place), so also in the rare case that the address is there.
+        if (self.len + 1) * 5 > self.slots.len() * 4 && !self.grow() {
             return false;
         }
-        let size32 = if size >= HUGE as usize {
-            self.huge.push((addr, size));
-            HUGE
-        } else {
-            size as u32
-        };
         let e = Entry {
             addr,
-            size: size32,
+            size: if size >= HUGE as usize {
+                HUGE
+            } else {
+                size as u32
+            },
             stack,
         };
-        match found {
-            Some(i) => self.slots[i] = e,
-            None => self.place(e),
+        match self.put(e) {
+            Some(old) => {
+                // The allocator handed out an address we still hold: the
+                // old block was freed untraced (e.g. while tracing toggled).
+                self.bytes -= self.size_of(&old) as u64;
+                self.forget_huge(&old);
+            }
+            None => self.len += 1,
         }
-        self.len += 1;
+        if size >= HUGE as usize {
+            self.huge.push((addr, size));
+        }
         self.bytes += size as u64;
         true
+    }
+
+    /// Puts `e` in its place in one pass: over the entry of the same
+    /// address, which is returned, or else in Robin Hood order (see
+    /// [`place`](Self::place)): an entry of that address would stand before
+    /// the first entry nearer its home than `e` is to its.
+    #[inline(always)]
+    fn put(&mut self, mut e: Entry) -> Option<Entry> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(e.addr);
+        let mut d = 0;
+        loop {
+            let there = self.slots[i];
+            if there.addr == 0 {
+                self.slots[i] = e;
+                return None;
+            }
+            if there.addr == e.addr {
+                self.slots[i] = e;
+                return Some(there);
+            }
+            let dt = self.displacement(i);
+            if dt < d {
+                self.slots[i] = e;
+                e = there;
+                d = dt;
+                break;
+            }
+            i = (i + 1) & mask;
+            d += 1;
+        }
+        // `e` is now the displaced entry: on along the run, as `place` goes.
+        loop {
+            i = (i + 1) & mask;
+            d += 1;
+            if self.slots[i].addr == 0 {
+                self.slots[i] = e;
+                return None;
+            }
+            let dt = self.displacement(i);
+            if dt < d {
+                std::mem::swap(&mut e, &mut self.slots[i]);
+                d = dt;
+            }
+        }
     }
 
     /// Puts `e`, whose address is not in the table, in Robin Hood order:
