@@ -81,6 +81,12 @@ const MODES: &[Mode] = &[
     ),
     mode("trace1-fp", "alloc_tracing", "frames=1,capture=fp", true),
     mode("trace16-fp", "alloc_tracing", "frames=16,capture=fp", true),
+    mode(
+        "trace16-unwind-fp",
+        "alloc_tracing",
+        "frames=16,capture=unwind",
+        true,
+    ),
     mode("dhat", "alloc_dhat", "", false),
     mode("stats_alloc", "alloc_stats_alloc", "", false),
 ];
