@@ -149,7 +149,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
         let held = before_free(ptr);
         // SAFETY: the caller's obligations are forwarded unchanged.
         unsafe { self.inner.dealloc(ptr, layout) };
-        after_free(layout.size(), held);
+        after_free(ptr, layout.size(), held);
     }
 
     #[inline]
@@ -180,7 +180,7 @@ fn on_new_block(ptr: *mut u8, size: usize) {
         counters::record_tracer(size as i64);
         return;
     }
-    after(counters::record_alloc(size));
+    after(counters::record_alloc(size), || site_alloc(ptr, size));
     if tracer::active() {
         if let Some(session) = tracer::wants(size) {
             if !crate::scope::untraced_now() {
@@ -206,12 +206,12 @@ fn before_free(ptr: *mut u8) -> bool {
 }
 
 hook! {
-/// After a block of `size` bytes was given back.
-fn after_free(size: usize, held: bool) {
+/// After the block of `size` bytes at `ptr` was given back.
+fn after_free(ptr: *mut u8, size: usize, held: bool) {
     if held {
         counters::record_tracer(-(size as i64));
     } else {
-        after(counters::record_free(size));
+        after(counters::record_free(size), || site_free(ptr));
     }
 }
 }
@@ -261,7 +261,9 @@ fn after_realloc(
         }
         return;
     }
-    after(counters::record_realloc(old_size, new_size));
+    after(counters::record_realloc(old_size, new_size), || {
+        site_realloc(ptr, new, old_size, new_size)
+    });
     if let Some(t) = taken {
         let guard = Guard::hold();
         tracer::finish(&guard, t);
@@ -296,11 +298,38 @@ fn take_trace(addr: usize) -> Option<tracer::Taken> {
     tracer::take(&guard, addr)
 }
 
-/// Follow-up work the counters ask for; off the fast path.
+/// Follow-up work the counters ask for; off the fast path. `site` reports
+/// the event to the site recording of an assertion open on this thread.
 #[inline(always)]
-fn after(recorded: Recorded) {
-    if recorded == Recorded::ClaimedSlot {
-        on_slot_claimed();
+fn after(recorded: Recorded, site: impl FnOnce()) {
+    match recorded {
+        Recorded::Done => {}
+        Recorded::ClaimedSlot => on_slot_claimed(),
+        Recorded::Sites => site(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn site_alloc(ptr: *mut u8, size: usize) {
+    if let Some(guard) = Guard::enter() {
+        tracer::sites::on_alloc(&guard, ptr as usize, size);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn site_free(ptr: *mut u8) {
+    if let Some(guard) = Guard::enter() {
+        tracer::sites::on_free(&guard, ptr as usize);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn site_realloc(old: *mut u8, new: *mut u8, old_size: usize, size: usize) {
+    if let Some(guard) = Guard::enter() {
+        tracer::sites::on_realloc(&guard, old as usize, new as usize, old_size, size);
     }
 }
 

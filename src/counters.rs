@@ -201,6 +201,10 @@ struct ThreadCounters {
     pending: Cell<i64>,
     /// Nesting depth of `measure` calls; the fields below move only while > 0.
     depth: Cell<u32>,
+    /// Open assertion scopes that record their allocations' sites (each is
+    /// also a `measure`): while > 0, this thread's events are also handed to
+    /// the tracer's site recording ([`Recorded::Sites`]).
+    sites: Cell<u32>,
     allocs: Cell<u64>,
     frees: Cell<u64>,
     reallocs: Cell<u64>,
@@ -219,6 +223,7 @@ thread_local! {
             overflow: Cell::new(false),
             pending: Cell::new(0),
             depth: Cell::new(0),
+            sites: Cell::new(0),
             allocs: Cell::new(0),
             frees: Cell::new(0),
             reallocs: Cell::new(0),
@@ -238,6 +243,9 @@ pub(crate) enum Recorded {
     /// This thread has just claimed a slot: arrange for [`release_thread_slot`]
     /// to run when it exits.
     ClaimedSlot,
+    /// An assertion scope on this thread records where its allocations
+    /// are made: hand the event to the tracer's site recording.
+    Sites,
 }
 
 /// One allocator event, as seen by the counters. The record_* functions
@@ -311,10 +319,7 @@ pub(crate) fn record_realloc(old: usize, new: usize) -> Recorded {
 #[inline(always)]
 fn record(ev: Event) -> Recorded {
     match THREAD.try_with(|t| match t.slot.get() {
-        Some(slot) => {
-            add_to_own_slot(t, slot, ev);
-            Recorded::Done
-        }
+        Some(slot) => add_to_own_slot(t, slot, ev),
         None => record_slow(
             t,
             ev.allocs,
@@ -337,7 +342,7 @@ fn record(ev: Event) -> Recorded {
 
 /// The fast path: a thread counting into the slot it owns.
 #[inline(always)]
-fn add_to_own_slot(t: &ThreadCounters, s: &Slot, ev: Event) {
+fn add_to_own_slot(t: &ThreadCounters, s: &Slot, ev: Event) -> Recorded {
     bump(&s.allocs, ev.allocs, true);
     bump(&s.frees, ev.frees, true);
     bump(&s.reallocs, ev.reallocs, true);
@@ -345,7 +350,7 @@ fn add_to_own_slot(t: &ThreadCounters, s: &Slot, ev: Event) {
     bump(&s.bytes_out, ev.bytes_out, true);
     HEAP_PEAK.add(&t.pending, ev.net());
     if t.depth.get() != 0 {
-        add_measured(
+        return add_measured(
             t,
             ev.allocs,
             ev.frees,
@@ -354,6 +359,7 @@ fn add_to_own_slot(t: &ThreadCounters, s: &Slot, ev: Event) {
             ev.bytes_out,
         );
     }
+    Recorded::Done
 }
 
 /// A thread's first event (claims a slot), or an event of a thread counted
@@ -377,14 +383,15 @@ fn record_slow(
     if !t.overflow.get() {
         if let Some(slot) = claim_slot() {
             t.slot.set(Some(slot));
-            add_to_own_slot(t, slot, ev);
+            // A thread's first event comes before any scope it opens.
+            let _ = add_to_own_slot(t, slot, ev);
             return Recorded::ClaimedSlot;
         }
         t.overflow.set(true);
     }
     add_shared(allocs, frees, reallocs, bytes_in, bytes_out);
     if t.depth.get() != 0 {
-        add_measured(t, allocs, frees, reallocs, bytes_in, bytes_out);
+        return add_measured(t, allocs, frees, reallocs, bytes_in, bytes_out);
     }
     Recorded::Done
 }
@@ -434,7 +441,7 @@ fn add_measured(
     reallocs: u64,
     bytes_in: u64,
     bytes_out: u64,
-) {
+) -> Recorded {
     let ev = Event::new(allocs, frees, reallocs, bytes_in, bytes_out);
     t.allocs.set(t.allocs.get().wrapping_add(ev.allocs));
     t.frees.set(t.frees.get().wrapping_add(ev.frees));
@@ -446,6 +453,11 @@ fn add_measured(
     t.net.set(net);
     if net > t.peak.get() {
         t.peak.set(net);
+    }
+    if t.sites.get() != 0 {
+        Recorded::Sites
+    } else {
+        Recorded::Done
     }
 }
 
@@ -765,12 +777,28 @@ struct MeasureStart {
 /// end in the reverse order of their beginnings (as locals drop).
 pub(crate) struct MeasureScope {
     start: MeasureStart,
+    /// Whether this scope raised the thread's site-recording flag.
+    sites: bool,
 }
 
 impl MeasureScope {
     /// Starts measuring the calling thread (nested in any scope open on it).
     pub(crate) fn begin() -> Self {
+        Self::begin_with(false)
+    }
+
+    /// [`begin`](Self::begin), and this thread's events are also reported
+    /// as [`Recorded::Sites`] until the scope ends (the caller has begun the
+    /// tracer's recording).
+    pub(crate) fn begin_recording_sites() -> Self {
+        Self::begin_with(true)
+    }
+
+    fn begin_with(sites: bool) -> Self {
         let start = THREAD.with(|t| {
+            if sites {
+                t.sites.set(t.sites.get() + 1);
+            }
             t.depth.set(t.depth.get() + 1);
             let start = MeasureStart {
                 allocs: t.allocs.get(),
@@ -784,7 +812,7 @@ impl MeasureScope {
             t.peak.set(start.net);
             start
         });
-        MeasureScope { start }
+        MeasureScope { start, sites }
     }
 
     /// What this thread allocated and freed since [`begin`](Self::begin).
@@ -804,7 +832,11 @@ impl MeasureScope {
 impl Drop for MeasureScope {
     fn drop(&mut self) {
         let outer_peak = self.start.outer_peak;
+        let sites = self.sites;
         THREAD.with(|t| {
+            if sites {
+                t.sites.set(t.sites.get() - 1);
+            }
             t.depth.set(t.depth.get() - 1);
             t.peak.set(t.peak.get().max(outer_peak));
         });
@@ -847,14 +879,6 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Delta) {
     measure_as("measure", f)
 }
 
-/// [`measure`] for the assertion macros, whose name the panic gives; not
-/// public API.
-#[doc(hidden)]
-#[track_caller]
-pub fn __measure_for_assert<R>(what: &str, f: impl FnOnce() -> R) -> (R, Delta) {
-    measure_as(what, f)
-}
-
 #[track_caller]
 fn measure_as<R>(what: &str, f: impl FnOnce() -> R) -> (R, Delta) {
     let scope = MeasureScope::begin();
@@ -863,84 +887,6 @@ fn measure_as<R>(what: &str, f: impl FnOnce() -> R) -> (R, Delta) {
     drop(scope);
     require_installed(what);
     (r, d)
-}
-
-/// Asserts that an expression makes no allocation on this thread (no new
-/// block and no `realloc`), and evaluates to its value.
-///
-/// The expression runs inside [`measure`](crate::measure), in a closure: a
-/// `return` or `?` in it leaves that closure, not the enclosing function.
-/// Frees are allowed. On failure it panics with what was counted.
-///
-/// # Examples
-///
-/// ```
-/// #[global_allocator]
-/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
-///
-/// fn main() {
-///     let mut v = Vec::with_capacity(16);
-///     tracealloc::assert_no_alloc!(v.extend_from_slice(&[1, 2, 3]));
-///     let sum: i32 = tracealloc::assert_no_alloc!(v.iter().sum());
-///     assert_eq!(sum, 6);
-/// }
-/// ```
-#[macro_export]
-macro_rules! assert_no_alloc {
-    ($e:expr $(,)?) => {
-        $crate::assert_max_allocs!(@named "assert_no_alloc!", 0, $e)
-    };
-}
-
-/// Asserts that an expression makes at most `max` allocations on this thread
-/// (new blocks plus `realloc`s), and evaluates to its value.
-///
-/// As [`assert_no_alloc!`]; the panic message gives the [`Delta`].
-///
-/// # Examples
-///
-/// ```
-/// #[global_allocator]
-/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
-///
-/// fn main() {
-///     let s = tracealloc::assert_max_allocs!(1, format!("{}-{}", 1, 2));
-///     assert_eq!(s, "1-2");
-/// }
-/// ```
-///
-/// ```should_panic
-/// #[global_allocator]
-/// static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();
-///
-/// fn main() {
-///     // panics: "tracealloc: `vec![vec![0u8; 8]; 3]` made 4 allocations, at most 0 expected: ..."
-///     tracealloc::assert_no_alloc!(vec![vec![0u8; 8]; 3]);
-/// }
-/// ```
-#[macro_export]
-macro_rules! assert_max_allocs {
-    (@named $name:literal, $max:expr, $e:expr) => {{
-        let (value, delta) = $crate::__measure_for_assert($name, || $e);
-        $crate::__check_allocs(&delta, $max, ::core::stringify!($e));
-        value
-    }};
-    ($max:expr, $e:expr $(,)?) => {
-        $crate::assert_max_allocs!(@named "assert_max_allocs!", $max, $e)
-    };
-}
-
-/// Support for [`assert_max_allocs!`]; not public API.
-#[doc(hidden)]
-#[track_caller]
-pub fn __check_allocs(delta: &Delta, max: u64, what: &str) {
-    let made = delta.allocs.saturating_add(delta.reallocs);
-    if made > max {
-        panic!(
-            "tracealloc: `{what}` made {made} allocation{}, at most {max} expected: {delta}",
-            if made == 1 { "" } else { "s" }
-        );
-    }
 }
 
 #[cfg(test)]

@@ -73,9 +73,10 @@
 //!   when you read, so counting scales across threads and costs a few
 //!   nanoseconds per allocation.
 //! - [`measure`]: what the calling thread allocated and freed while a closure
-//!   ran, with the highest net growth inside it. [`assert_no_alloc!`] and
-//!   [`assert_max_allocs!`] assert on it with a message that says what was
-//!   counted.
+//!   ran, with the highest net growth inside it. [`assert_no_alloc!`],
+//!   [`assert_max_allocs!`], [`assert_allocs!`], [`assert_max_bytes!`],
+//!   [`assert_no_leak!`] and [`assert_alloc_baseline!`] assert on it; a
+//!   failure says what was counted and names the lines that allocated.
 //! - [`rss`]: the resident set size of the process, to set heap figures
 //!   against.
 //!
@@ -157,8 +158,10 @@ mod counters;
 mod tracer;
 // 5. Instruction pointers to frames, and trimming.
 mod symbols;
-// 6. The live entry points and the session state machine.
+// 6. The live entry points and the session state machine; the allocation
+//    assertions.
 mod activate;
+mod assertions;
 mod line_profile;
 mod session;
 mod timeline;
@@ -186,7 +189,11 @@ mod source;
 
 pub use crate::alloc::TraceAlloc;
 #[doc(hidden)]
-pub use crate::counters::{__check_allocs, __measure_for_assert};
+pub use crate::assertions::{
+    __Bound, __Outcome, __assert_scope, __at_most, __bound, __check_allocs, __check_baseline,
+    __check_max_bytes, __check_no_leak,
+};
+pub use crate::assertions::{AllocBound, BASELINE_ENV};
 pub use crate::counters::{is_installed, measure, stats, Delta, Stats};
 pub use crate::dump::Error;
 pub use crate::frame::{Frame, Traceback};
@@ -217,3 +224,8 @@ pub use tracealloc_macros::profile;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// docs/testing.md's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/testing.md")]
+pub struct TestingDoctests;

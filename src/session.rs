@@ -306,8 +306,10 @@ pub fn tracer_memory() -> usize {
     tracer::memory()
 }
 
-/// How stacks are captured: chosen by [`start`]; `None` before the first
-/// session.
+/// How stacks are captured: chosen by [`start`] (or by the first allocation
+/// assertion, such as [`assert_no_alloc!`](crate::assert_no_alloc), which
+/// records its sites' stacks, when no session chose before it); `None`
+/// before either.
 ///
 /// `start` uses frame pointers only when they can be trusted: it calls a
 /// probe of known depth in this crate (built with the same flags as your

@@ -49,6 +49,19 @@ fn measure_and_the_assertions_fail_loudly() {
     fails_with_the_line("assert_max_allocs!", || {
         tracealloc::assert_max_allocs!(3, 1 + 1);
     });
+    fails_with_the_line("assert_allocs!", || {
+        tracealloc::assert_allocs!(0, 1 + 1);
+    });
+    fails_with_the_line("assert_max_bytes!", || {
+        tracealloc::assert_max_bytes!(0, 1 + 1);
+    });
+    fails_with_the_line("assert_no_leak!", || {
+        tracealloc::assert_no_leak!(1 + 1);
+    });
+    // Before the baseline file is looked at (it does not exist).
+    fails_with_the_line("assert_alloc_baseline!", || {
+        tracealloc::assert_alloc_baseline!("target/no-such-baseline.txt", 1 + 1);
+    });
 }
 
 #[test]

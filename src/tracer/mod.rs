@@ -23,6 +23,7 @@ pub(crate) mod capture;
 pub(crate) mod live;
 pub(crate) mod peak;
 pub(crate) mod sample;
+pub(crate) mod sites;
 pub(crate) mod stacks;
 pub(crate) mod state;
 
@@ -162,6 +163,39 @@ fn record<const N: usize>(g: &Guard, addr: usize, size: usize, nframe: usize, se
         },
     };
     insert(g, addr, size, id, session);
+}
+
+/// Makes stack capture ready outside a session, for [`sites`]: the method
+/// chosen as `start` chooses it, once (a session's own choice stands).
+pub(crate) fn prepare_capture(g: &Guard) {
+    if capture::method().is_some() {
+        return;
+    }
+    let _control = lock(&CONTROL);
+    if capture::method().is_some() {
+        return;
+    }
+    let method = capture::choose_method(g);
+    if method == CaptureMethod::Unwinder {
+        capture::prepare_unwinder(g);
+    }
+    capture::set_method(method);
+}
+
+/// Frames kept for an assertion's sites: enough for the user's line and the
+/// calls under it.
+const SITE_FRAMES: usize = 8;
+
+/// The calling stack (an allocation being recorded by [`sites`]), interned;
+/// `None` if the stack table refuses it. Captured with the method of
+/// [`prepare_capture`].
+pub(crate) fn capture_stack(g: &Guard) -> Option<StackId> {
+    let mut buf = [0usize; SITE_FRAMES + EXTRA_FRAMES];
+    let n = capture::capture(g, &mut buf);
+    match stacks::find(g, &buf[..n]) {
+        Some(id) => Some(id),
+        None => new_stack(g, &mut buf, n),
+    }
 }
 
 /// Interns a stack seen for the first time: captured again first if it went
@@ -380,7 +414,8 @@ pub(crate) fn dropped_count() -> u64 {
 }
 
 /// Takes every tracer lock into `held`, in the order every other path takes
-/// them (the control lock, the stack index, the live table), except the
+/// them (the control lock, the stack index, the live table, the assertions'
+/// recordings, a leaf), except the
 /// symbol cache's, which the caller takes between the first and the rest
 /// (`take_symbols`): before `fork()`.
 pub(crate) fn hold_all(g: &Guard, held: &mut Held, take_symbols: impl FnOnce(&Guard, &mut Held)) {
@@ -389,6 +424,7 @@ pub(crate) fn hold_all(g: &Guard, held: &mut Held, take_symbols: impl FnOnce(&Gu
     take_symbols(g, held);
     stacks::hold_all(g, held);
     live::hold_all(g, held);
+    sites::hold(g, held);
 }
 
 /// The live traced blocks, copied out for a snapshot.
