@@ -149,7 +149,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TraceAlloc<A> {
         let held = before_free(ptr);
         // SAFETY: the caller's obligations are forwarded unchanged.
         unsafe { self.inner.dealloc(ptr, layout) };
-        after_free(ptr, layout.size(), held);
+        after_free(layout.size(), held);
     }
 
     #[inline]
@@ -201,17 +201,21 @@ fn before_free(ptr: *mut u8) -> bool {
     if tracer::active() && tracer::maybe_traced(ptr as usize) {
         untrace(ptr as usize);
     }
+    if tracer::sites::maybe_recorded(ptr as usize) {
+        site_free(ptr);
+    }
     false
 }
 }
 
 hook! {
-/// After the block of `size` bytes at `ptr` was given back.
-fn after_free(ptr: *mut u8, size: usize, held: bool) {
+/// After a block of `size` bytes was given back.
+fn after_free(size: usize, held: bool) {
     if held {
         counters::record_tracer(-(size as i64));
     } else {
-        after(counters::record_free(size), || site_free(ptr));
+        // A recorded block's free was seen before it (`before_free`).
+        after(counters::record_free(size), || {});
     }
 }
 }
@@ -229,12 +233,24 @@ hook! {
 fn before_realloc(ptr: *mut u8) -> BeforeRealloc {
     if Guard::held() {
         BeforeRealloc::Held
-    } else if tracer::active() {
+    } else {
+        // A block an assertion on another thread recorded, moved here: its
+        // record ends (this thread's own assertion sees the move after).
+        if tracer::sites::maybe_recorded(ptr as usize) && !counters::recording_sites() {
+            site_free(ptr);
+        }
+        before_realloc_traced(ptr)
+    }
+}
+}
+
+#[inline(always)]
+fn before_realloc_traced(ptr: *mut u8) -> BeforeRealloc {
+    if tracer::active() {
         BeforeRealloc::Taken(take_trace(ptr as usize))
     } else {
         BeforeRealloc::Taken(None)
     }
-}
 }
 
 hook! {
@@ -306,6 +322,10 @@ fn after(recorded: Recorded, site: impl FnOnce()) {
         Recorded::Done => {}
         Recorded::ClaimedSlot => on_slot_claimed(),
         Recorded::Sites => site(),
+        Recorded::ClaimedSlotAndSites => {
+            on_slot_claimed();
+            site();
+        }
     }
 }
 
@@ -317,6 +337,8 @@ fn site_alloc(ptr: *mut u8, size: usize) {
     }
 }
 
+/// A block an assertion may have recorded is being freed or moved, by any
+/// thread.
 #[cold]
 #[inline(never)]
 fn site_free(ptr: *mut u8) {

@@ -246,6 +246,9 @@ pub(crate) enum Recorded {
     /// An assertion scope on this thread records where its allocations
     /// are made: hand the event to the tracer's site recording.
     Sites,
+    /// Both of the above (a thread whose first event comes inside an
+    /// assertion: one entering Rust from a thread not started by it).
+    ClaimedSlotAndSites,
 }
 
 /// One allocator event, as seen by the counters. The record_* functions
@@ -383,9 +386,10 @@ fn record_slow(
     if !t.overflow.get() {
         if let Some(slot) = claim_slot() {
             t.slot.set(Some(slot));
-            // A thread's first event comes before any scope it opens.
-            let _ = add_to_own_slot(t, slot, ev);
-            return Recorded::ClaimedSlot;
+            return match add_to_own_slot(t, slot, ev) {
+                Recorded::Sites => Recorded::ClaimedSlotAndSites,
+                _ => Recorded::ClaimedSlot,
+            };
         }
         t.overflow.set(true);
     }
@@ -459,6 +463,32 @@ fn add_measured(
     } else {
         Recorded::Done
     }
+}
+
+/// Runs `f` outside every `measure` scope open on this thread (an
+/// assertion's own work, such as reading its baseline file, is not the
+/// measured code's); the scopes go on after it. `f` must free what it
+/// allocates.
+pub(crate) fn unmeasured<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(u32, u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = THREAD.try_with(|t| {
+                t.depth.set(self.0);
+                t.sites.set(self.1);
+            });
+        }
+    }
+    let (depth, sites) = THREAD
+        .try_with(|t| (t.depth.replace(0), t.sites.replace(0)))
+        .unwrap_or((0, 0));
+    let _restore = Restore(depth, sites);
+    f()
+}
+
+/// Whether an assertion scope on this thread records its allocations.
+pub(crate) fn recording_sites() -> bool {
+    THREAD.try_with(|t| t.sites.get() != 0).unwrap_or(false)
 }
 
 /// Hands the calling thread's slot back, for the next thread to use. Called
@@ -584,7 +614,9 @@ fn not_installed(what: &str) -> ! {
          #[global_allocator]\n    \
          static GLOBAL: tracealloc::TraceAlloc = tracealloc::TraceAlloc::system();\n\n\
          to the crate root of this binary (each file under tests/, examples/ and \
-         benches/ is a binary of its own and needs its own)"
+         benches/ is a binary of its own and needs its own; for a library's unit \
+         tests, put it under #[cfg(test)] in src/lib.rs, so that the library does \
+         not choose its users' allocator)"
     );
 }
 

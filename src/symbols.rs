@@ -403,6 +403,12 @@ const OUR_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
 /// `function` belongs to this crate, the stack unwinder or the standard
 /// library. With line tables only, inlined frames carry short function names
 /// (`alloc`, `with_capacity_in<u8>`), so the path decides where there is one.
+/// Whether `frame` belongs to this crate, the stack unwinder or the
+/// standard library (see [`is_internal`]).
+pub(crate) fn is_internal_frame(frame: &Frame) -> bool {
+    is_internal(frame.path(), frame.function())
+}
+
 fn is_internal(file: &str, function: &str) -> bool {
     if file.starts_with("/rustc/")
         || file.contains("/rust/deps/")

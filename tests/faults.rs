@@ -275,8 +275,9 @@ fn allocate_refused(mut blocks: Vec<usize>) -> (Vec<usize>, u64, usize) {
     // Twice with memory, freeing, so that the stack is interned and the
     // tables have grown (some of the blocks then fit without more memory);
     // then with the tracer's memory refused. From one call site: the same
-    // stack each time.
-    for round in 0..3 {
+    // stack each time (a loop the optimizer cannot unroll into three call
+    // sites, whose stacks would differ).
+    for round in 0..black_box(3) {
         let refused = round == 2;
         let before = (
             tracealloc::dropped_traces(),

@@ -183,8 +183,9 @@ pub(crate) fn prepare_capture(g: &Guard) {
 }
 
 /// Frames kept for an assertion's sites: enough for the user's line and the
-/// calls under it.
-const SITE_FRAMES: usize = 8;
+/// calls under it, down to the asserted expression (through iterator
+/// adapters and closures).
+pub(crate) const SITE_FRAMES: usize = 40;
 
 /// The calling stack (an allocation being recorded by [`sites`]), interned;
 /// `None` if the stack table refuses it. Captured with the method of

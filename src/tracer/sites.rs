@@ -1,10 +1,13 @@
 //! Where an assertion's allocations were made: while an assertion scope is
 //! open on a thread (`assert_no_alloc!` and the others), that thread's
 //! allocations are recorded with their stacks, whether or not a tracing
-//! session is on. Other threads are not recorded, and pay nothing: the
-//! counters send an event here only from their per-thread `measure` path,
-//! and only while the thread's recording flag is up (see
-//! `counters::ThreadCounters::sites`).
+//! session is on. Other threads' allocations are not recorded: the counters
+//! send an event here only from their per-thread `measure` path, and only
+//! while the thread's recording flag is up (see
+//! `counters::ThreadCounters::sites`). A recorded block may be freed by any
+//! thread (a scoped thread, a pool): every free reads `OPEN` (one relaxed
+//! load, zero while no assertion is open anywhere) and, when it is not zero,
+//! one byte of `MAYBE`, and only on a hit takes the lock.
 //!
 //! ```text
 //! RECORDINGS   Mutex<Vec<Recording>>: one per thread with a scope open,
@@ -14,6 +17,9 @@
 //!              and whether it was freed since, on this thread
 //!   live       address -> index of the record of the block there
 //!   lost       events not recorded (memory refused, stack table full)
+//! OPEN         recordings open, all threads
+//! MAYBE        counting filter of the recorded live blocks' addresses
+//!              (changed under the lock; saturates at 255 and then stays)
 //! KEY          this thread's key (0 until its first scope)
 //! ```
 //!
@@ -24,7 +30,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use super::stacks::StackId;
@@ -44,8 +50,22 @@ pub(crate) struct Record {
     pub(crate) grown: usize,
     /// `None` when the stack could not be captured or kept.
     pub(crate) stack: Option<StackId>,
-    /// Freed (or moved by `realloc`) on this thread since.
+    /// Freed (or moved by `realloc`) since, by any thread.
     pub(crate) freed: bool,
+    /// A `realloc` of a block allocated before the scope (or not recorded):
+    /// only its growth was allocated inside.
+    pub(crate) inherited: bool,
+}
+
+impl Record {
+    /// The bytes of it allocated inside the scope and live now.
+    pub(crate) fn live_bytes(&self) -> usize {
+        match (self.freed, self.inherited) {
+            (true, _) => 0,
+            (false, true) => self.grown,
+            (false, false) => self.size,
+        }
+    }
 }
 
 struct Recording {
@@ -57,6 +77,32 @@ struct Recording {
 
 static RECORDINGS: Mutex<Vec<Recording>> = Mutex::new(Vec::new());
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+const FILTER_LEN: usize = 1 << 12;
+static MAYBE: [AtomicU8; FILTER_LEN] = [const { AtomicU8::new(0) }; FILTER_LEN];
+
+#[inline(always)]
+fn filter_slot(addr: usize) -> &'static AtomicU8 {
+    &MAYBE[((addr >> 4) ^ (addr >> 16)) % FILTER_LEN]
+}
+
+/// Whether the block at `addr`, being freed or moved, may be one an open
+/// assertion recorded (then [`on_free`] must see it, whichever thread frees
+/// it): false while no assertion is open anywhere, after one load.
+#[inline(always)]
+pub(crate) fn maybe_recorded(addr: usize) -> bool {
+    OPEN.load(Relaxed) != 0 && filter_slot(addr).load(Relaxed) != 0
+}
+
+fn filter_add(addr: usize) {
+    let _ = filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v < u8::MAX).then_some(v + 1));
+}
+
+fn filter_remove(addr: usize) {
+    let _ =
+        filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v > 0 && v < u8::MAX).then(|| v - 1));
+}
 
 thread_local! {
     static KEY: Cell<u64> = const { Cell::new(0) };
@@ -109,6 +155,7 @@ pub(crate) fn begin(_g: &Guard) -> Mark {
             live: HashMap::new(),
             lost: 0,
         });
+        OPEN.fetch_add(1, Relaxed);
     }
     Mark {
         from: 0,
@@ -130,12 +177,31 @@ pub(crate) fn take(_g: &Guard, mark: Mark) -> (Vec<Record>, u64) {
     let records = r.records.get(mark.from..).unwrap_or(&[]).to_vec();
     let lost = r.lost.wrapping_sub(mark.lost);
     if mark.first {
-        drop(all.swap_remove(i));
+        let r = all.swap_remove(i);
+        for &addr in r.live.keys() {
+            filter_remove(addr);
+        }
+        drop(r);
+        OPEN.fetch_sub(1, Relaxed);
         if all.is_empty() {
             *all = Vec::new();
         }
     }
     (records, lost)
+}
+
+/// How many blocks recorded since `mark` are still live.
+pub(crate) fn live_since(_g: &Guard, mark: Mark) -> usize {
+    let key = key();
+    let all = lock(&RECORDINGS);
+    all.iter().find(|r| r.key == key).map_or(0, |r| {
+        r.records
+            .get(mark.from..)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|rec| rec.live_bytes() > 0)
+            .count()
+    })
 }
 
 /// A block of `size` bytes at `addr` was allocated on this thread while it
@@ -144,12 +210,18 @@ pub(crate) fn on_alloc(g: &Guard, addr: usize, size: usize) {
     // Captured before the lock: the unwinder may allocate (under the guard)
     // and take its own locks.
     let stack = capture_stack(g);
-    let _ = with_own(|r| add(r, addr, size, size, stack));
+    let _ = with_own(|r| add(r, addr, size, size, false, stack));
 }
 
-/// The block at `addr` was freed on this thread while it records.
+/// The block at `addr`, which [`maybe_recorded`] says may be recorded, is
+/// being freed or moved, by any thread: its record ends (before the block
+/// is given back, so that its address cannot be handed out and recorded
+/// again first).
 pub(crate) fn on_free(_g: &Guard, addr: usize) {
-    let _ = with_own(|r| forget(r, addr));
+    let mut all = lock(&RECORDINGS);
+    for r in all.iter_mut() {
+        forget(r, addr);
+    }
 }
 
 /// The block at `old`, of `old_size` bytes, was resized to `size` bytes at
@@ -157,13 +229,34 @@ pub(crate) fn on_free(_g: &Guard, addr: usize) {
 /// one begins at the resizing call.
 pub(crate) fn on_realloc(g: &Guard, old: usize, new: usize, old_size: usize, size: usize) {
     let stack = capture_stack(g);
-    let _ = with_own(|r| {
-        forget(r, old);
-        add(r, new, size, size.saturating_sub(old_size), stack);
-    });
+    let key = key();
+    let mut all = lock(&RECORDINGS);
+    let mut inherited = true;
+    for r in all.iter_mut() {
+        if forget(r, old) && r.key == key {
+            inherited = false;
+        }
+    }
+    if let Some(r) = all.iter_mut().find(|r| r.key == key) {
+        add(
+            r,
+            new,
+            size,
+            size.saturating_sub(old_size),
+            inherited,
+            stack,
+        );
+    }
 }
 
-fn add(r: &mut Recording, addr: usize, size: usize, grown: usize, stack: Option<StackId>) {
+fn add(
+    r: &mut Recording,
+    addr: usize,
+    size: usize,
+    grown: usize,
+    inherited: bool,
+    stack: Option<StackId>,
+) {
     if r.records.len() >= MAX_RECORDS
         || r.records.try_reserve(1).is_err()
         || r.live.try_reserve(1).is_err()
@@ -171,25 +264,31 @@ fn add(r: &mut Recording, addr: usize, size: usize, grown: usize, stack: Option<
         r.lost += 1;
         return;
     }
-    // An address still held by a record was freed where this thread did
-    // not see it (by another thread): that record ends here.
+    // An address still held by a record was freed unseen (a free raced
+    // with the filter's update): that record ends here.
     forget(r, addr);
     r.live.insert(addr, r.records.len() as u32);
+    filter_add(addr);
     r.records.push(Record {
         addr,
         size,
         grown,
         stack,
         freed: false,
+        inherited,
     });
 }
 
-fn forget(r: &mut Recording, addr: usize) {
-    if let Some(i) = r.live.remove(&addr) {
-        if let Some(rec) = r.records.get_mut(i as usize) {
-            rec.freed = true;
-        }
+/// Ends the record of the live block at `addr`, if `r` has one.
+fn forget(r: &mut Recording, addr: usize) -> bool {
+    let Some(i) = r.live.remove(&addr) else {
+        return false;
+    };
+    filter_remove(addr);
+    if let Some(rec) = r.records.get_mut(i as usize) {
+        rec.freed = true;
     }
+    true
 }
 
 /// Takes the recordings' lock into `held` (before `fork()`): a leaf, taken
