@@ -173,6 +173,7 @@ mod flame;
 mod frame;
 mod glob;
 mod html;
+mod instances;
 #[cfg(feature = "pprof")]
 mod pprof;
 mod profile;
@@ -198,6 +199,7 @@ pub use crate::counters::{is_installed, measure, stats, Delta, Stats};
 pub use crate::dump::Error;
 pub use crate::frame::{Frame, Traceback};
 pub use crate::html::Report;
+pub use crate::instances::{DuplicateInstance, DuplicateInstances};
 #[doc(hidden)]
 pub use crate::line_profile::{__ProfileSite, __ProfiledFn, __ProfiledLine};
 pub use crate::line_profile::{line_profile_output, line_tables, LineOutput, LineRow, LineTable};
