@@ -13,7 +13,8 @@
 //! ```
 //!
 //! With no `--model`, a deterministic demo model (`--size-mib` MiB of f32
-//! weights, default 256, in four named tensors, and a vocabulary of one word
+//! weights, default 256, in 22 tensors named and shaped as a small BERT's,
+//! many of one shape, and a vocabulary of one word
 //! per row of its word embeddings) is written under `target/tracealloc-demo/`
 //! for the run and removed at exit (writing 256 MiB takes 1 to 2 s, a fifth
 //! of the run; a cache would keep 256 MiB of disk for every size ever run).
@@ -283,8 +284,8 @@ struct Args {
         allow_negative_numbers = true,
         help = "Demo model's f32 weights, in MiB (1 to 65536)",
         long_help = "Size of the demo model's f32 weights, in MiB (1 to 65536). The demo\n\
-                     model (four tensors and a vocabulary) is written for this run and\n\
-                     removed at exit."
+                     model (22 tensors, many of one shape, and a vocabulary) is written\n\
+                     for this run and removed at exit."
     )]
     size_mib: u64,
 
@@ -496,7 +497,8 @@ fn main() {
     let words = input.words;
     let what = match demo_written {
         Some(t) => format!(
-            "Demo model: {} MiB of f32 weights in four tensors and {words} vocabulary \
+            "Demo model: {} MiB of f32 weights in 22 tensors (16 of one shape, as a \
+             small BERT's attention) and {words} vocabulary \
              entries, written to {} ({:.1} MiB) in {:.0} ms for this run and removed at exit \
              (--model PATH loads a .safetensors file of yours instead).",
             args.size_mib,
@@ -552,14 +554,15 @@ fn main() {
     // duplicates report ignores blocks under 1/64 of the weights, rounded
     // down to a power of two (at most 1 MiB, at least 4 KiB): small
     // allocations stay out of it, and the weights' blocks are in it at every
-    // size of model (the demo's smallest tensor is a tenth of its weights).
+    // size of model (the demo's smallest tensors are 3 % of its weights).
     let dup_min = prev_power_of_two(dup.weights / 64).clamp(4 << 10, 1 << 20);
     print!(
         "{}",
         wrap(
             "Tracing each strategy's two loads again (snapshots before and after). \
-             Suspected duplicates: blocks of at least 1/64 of the weights, rounded down \
-             to a power of two (at most 1 MiB).",
+             Duplicated instances: calls that hold the same blocks, by call path and \
+             size, counting blocks of at least 1/64 of the weights, rounded down to a \
+             power of two (at most 1 MiB).",
             ""
         )
     );
@@ -571,13 +574,24 @@ fn main() {
     for (name, how) in [("duplicate loading", 1), ("registry", 2), ("memory map", 3)] {
         tracealloc::mark!("traced: {name}");
         let before = tracealloc::take_snapshot();
+        // Each load on a line of its own, as a program would write them:
+        // the duplicate report names the line that loaded each copy.
         let pair: Box<dyn std::any::Any> = match how {
-            1 => Box::new((Arc::new(load(&path)), Arc::new(load(&path)))),
-            2 => Box::new((
-                MODELS.get_or_load(path.clone(), || load(&path)),
-                MODELS.get_or_load(path.clone(), || load(&path)),
-            )),
-            _ => Box::new((load_mapped(&path), load_mapped(&path))),
+            1 => {
+                let model1 = Arc::new(load(&path));
+                let model2 = Arc::new(load(&path));
+                Box::new((model1, model2))
+            }
+            2 => {
+                let model1 = MODELS.get_or_load(path.clone(), || load(&path));
+                let model2 = MODELS.get_or_load(path.clone(), || load(&path));
+                Box::new((model1, model2))
+            }
+            _ => {
+                let model1 = load_mapped(&path);
+                let model2 = load_mapped(&path);
+                Box::new((model1, model2))
+            }
         };
         let after = tracealloc::take_snapshot();
         println!("Tracing, {name}: what the two loads hold (snapshot diff, by line)");
@@ -585,7 +599,7 @@ fn main() {
             "{}",
             indent(&after.top_diff(&before, 4, KeyType::Lineno).to_string())
         );
-        let dups = after.duplicates(dup_min);
+        let dups = after.duplicate_instances(dup_min);
         print!("{}", indent(&dups.to_string()));
         println!();
         let diff = after.compare_to(&before, KeyType::Lineno, false);
@@ -646,13 +660,14 @@ fn main() {
     };
     let site_part = match (&sites[0].0, &sites[1].0) {
         (Some(d), Some(r)) => format!(
-            " The tracer puts it at {}: {} blocks holding {} when loading twice, {} blocks holding {} through the registry; its duplicate report found {} that sharing would save.",
+            " The tracer puts it at {}: {} blocks holding {} when loading twice, {} blocks holding {} through the registry; its duplicate report found {} that sharing one instance would save ({:.1} % off the measured difference).",
             d.traceback,
             d.count,
             size(d.size as u64),
             r.count,
             size(r.size as u64),
-            size(sites[0].1 as u64)
+            size(sites[0].1 as u64),
+            100.0 * (sites[0].1 as f64 - saved as f64).abs() / saved.max(1) as f64
         ),
         _ => String::new(),
     };
@@ -762,7 +777,10 @@ a map's file pages included, once per mapping; the tracer sees no block for a ma
                 8,
                 KeyType::Lineno,
             )
-            .duplicates(&format!("Tracing, {name}: duplicates"), dups);
+            .text(
+                &format!("Tracing, {name}: duplicated instances"),
+                &dups.to_string(),
+            );
     }
     report = report.svg("Bytes allocated by the traced loads (flame graph)", &flame);
     let written = std::fs::create_dir_all(&dir)

@@ -44,8 +44,8 @@ impl DuplicateInstance {
         &self.callers
     }
 
-    /// The call path the copies share above those lines, outermost first
-    /// (empty when the copies' tracebacks begin at their callers).
+    /// The call path the copies share above those lines, outermost first,
+    /// as far as the tracebacks go (empty when they begin at the callers).
     pub fn path(&self) -> &[Frame] {
         &self.path
     }
@@ -185,9 +185,25 @@ impl Snapshot {
                 }
                 nodes[at].sizes.push(t.size);
             }
-            let mut instances = Vec::new();
+            let mut found = Vec::new();
             let mut path = Vec::new();
-            find(&nodes, &frames_of, 0, &mut path, &mut instances);
+            find(&nodes, &frames_of, 0, &mut path, &mut found);
+            // Tracebacks cut at the limit begin at different depths, so the
+            // blocks of one copy can sit in several subtrees that begin
+            // differently: copies made by the same calls are one instance.
+            let mut instances: Vec<DuplicateInstance> = Vec::new();
+            for i in found {
+                match instances.iter_mut().find(|j| j.callers == i.callers) {
+                    Some(j) => {
+                        j.blocks += i.blocks;
+                        j.bytes = j.bytes.saturating_add(i.bytes);
+                        if i.path.len() > j.path.len() {
+                            j.path = i.path;
+                        }
+                    }
+                    None => instances.push(i),
+                }
+            }
             instances.sort_by(|a: &DuplicateInstance, b| {
                 b.saved_bytes()
                     .cmp(&a.saved_bytes())

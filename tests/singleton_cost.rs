@@ -47,7 +47,7 @@ fn guard() {
     model::write_demo(&path, WEIGHTS, WORDS).unwrap();
     let probe = Model::load(&path).unwrap();
     assert_eq!(probe.vocab.len(), WORDS);
-    assert_eq!(probe.tensors.len(), 4);
+    assert_eq!(probe.tensors.len(), 22);
     let w = probe.weight_bytes();
     drop(probe);
     assert!(w > WEIGHTS * 9 / 10 && w <= WEIGHTS, "{w} bytes of weights");
@@ -59,6 +59,7 @@ fn guard() {
         (2 * w..2 * w + 2 * SMALL).contains(&held),
         "duplicate loading holds {held} B, weights {w} B"
     );
+    let held_twice = held;
     drop(dup);
 
     let registry: Registry<std::path::PathBuf, Model> = Registry::new();
@@ -75,13 +76,18 @@ fn guard() {
         (w..w + SMALL).contains(&held),
         "the registry holds {held} B, weights {w} B"
     );
+    let measured_saving = held_twice - held;
     drop((a, b));
     registry.remove(&path);
 
-    // The tracer's view: the loader's line on top, 2 x 4 tensors against 4.
-    tracealloc::start(1);
+    // The tracer's view: the loader's line on top, 2 x 22 tensors against
+    // 22; and one duplicated instance, each load on a line of its own (as
+    // the main example writes them), whose saving is what `measure` saw.
+    tracealloc::start(8);
     let before = tracealloc::take_snapshot();
-    let dup = (Model::load(&path).unwrap(), Model::load(&path).unwrap());
+    let first = Model::load(&path).unwrap();
+    let second = Model::load(&path).unwrap();
+    let dup = (first, second);
     let after = tracealloc::take_snapshot();
     let top = top_site(&after, &before);
     let frame = &top.traceback.frames()[0];
@@ -92,11 +98,39 @@ fn guard() {
         line.contains("let mut weights: Vec<f32> = Vec::with_capacity"),
         "the top site is the weights' allocation: {line}"
     );
-    assert_eq!((top.size, top.count), (2 * w, 8), "{top}");
-    let dups = after.duplicates(256 << 10);
-    assert_eq!(dups.sites().len(), 4, "{dups}");
-    assert_eq!(dups.saved_bytes(), w, "{dups}");
+    assert_eq!((top.size, top.count), (2 * w, 44), "{top}");
+    // Blocks of 64 KiB and more: every tensor (the smallest are 3 % of 4 MiB),
+    // no word of the vocabulary.
+    let dups = after.duplicate_instances(64 << 10);
+    assert_eq!(dups.instances().len(), 1, "{dups}");
+    let copies = &dups.instances()[0];
+    // Each copy: the 22 tensors, and the vocabulary's table where it is
+    // over the threshold.
+    assert_eq!(copies.copies(), 2, "{dups}");
+    assert!(copies.blocks() >= 22 && copies.bytes() >= w, "{dups}");
+    let copies_bytes = copies.bytes();
+    // The verdict's figure against `measure`'s: within 1 % (the rest is the
+    // vocabulary's words, under the threshold).
+    let off = (dups.saved_bytes() as f64 - measured_saving as f64).abs() / measured_saving as f64;
+    assert!(
+        off < 0.01,
+        "saving {} B against {measured_saving} B measured",
+        dups.saved_bytes()
+    );
+    // The old report took the 16 attention tensors of one shape, at one
+    // line, for copies of each other; the instances do not.
+    let once = Model::load(&path).unwrap();
+    let alone = tracealloc::take_snapshot();
     drop(dup);
+    let third = Model::load(&path).unwrap();
+    let fourth = Model::load(&path).unwrap();
+    let thrice = tracealloc::take_snapshot();
+    let dups = thrice.duplicate_instances(64 << 10);
+    assert_eq!(dups.instances().len(), 1, "{dups}");
+    assert_eq!(dups.instances()[0].copies(), 3, "{dups}");
+    assert_eq!(dups.saved_bytes(), 2 * copies_bytes, "{dups}");
+    drop((third, fourth, once));
+    let _ = alone;
 
     let before = tracealloc::take_snapshot();
     let shared = (
@@ -106,8 +140,12 @@ fn guard() {
     let after = tracealloc::take_snapshot();
     let top = top_site(&after, &before);
     assert_eq!(top.traceback.frames()[0].lineno(), frame.lineno(), "{top}");
-    assert_eq!((top.size, top.count), (w, 4), "{top}");
-    assert!(after.duplicates(256 << 10).sites().is_empty());
+    assert_eq!((top.size, top.count), (w, 22), "{top}");
+    assert!(
+        after.duplicate_instances(64 << 10).instances().is_empty(),
+        "{}",
+        after.duplicate_instances(64 << 10)
+    );
     drop(shared);
     tracealloc::stop();
     std::fs::remove_dir_all(&dir).unwrap();

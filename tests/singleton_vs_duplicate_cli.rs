@@ -171,18 +171,31 @@ fn a_small_demo_run_shows_the_weights_wraps_its_verdict_and_cleans_up() {
     let o = run(&["--size-mib", "1"], &target);
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert!(o.status.success(), "{err}\n{out}");
-    // The duplicates report of the two plain loads: the weights' line, with
-    // the demo model's largest tensor (102 rows of 1024 f32s).
+    // The duplicates report of the two plain loads: one duplicated
+    // instance, the whole model (its 22 tensors, 16 of one shape), loaded
+    // at two lines of the example's main.
     let dups = out
         .split("Tracing, duplicate loading")
         .nth(1)
-        .and_then(|s| s.split("Suspected duplicates:").nth(1))
+        .and_then(|s| s.split("Duplicated instances:").nth(1))
         .expect("a duplicates report for the two loads");
-    let first = dups.lines().nth(1).unwrap_or("");
+    let lines: Vec<&str> = dups.lines().skip(1).take(3).collect();
     assert!(
-        first.contains("examples/model/mod.rs:") && first.contains("2 blocks of 408 KiB"),
-        "the weights first: {dups}"
+        lines[0].contains("2 copies of 22 blocks"),
+        "the model, once: {dups}"
     );
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("loaded at examples/singleton_vs_duplicate.rs:")),
+        "each copy's line: {dups}"
+    );
+    // Through the registry: none.
+    let reg = out
+        .split("Tracing, registry")
+        .nth(1)
+        .expect("the registry's part");
+    assert!(reg.contains("No duplicated instances"), "{reg}");
     // The verdict's paragraphs are wrapped at 80 columns.
     let verdict = out.split("\nVerdict\n").nth(1).expect("a verdict");
     let prose = verdict.split("\n\nTimeline:").next().unwrap();
