@@ -92,7 +92,9 @@
 //!   [`Snapshot::top_diff`] work as tracemalloc's and print its lines (a
 //!   [`KeyType::Traceback`] line begins with the allocating frame, where
 //!   tracemalloc writes the oldest);
-//!   [`Snapshot::duplicates`] finds sites holding the same large block twice;
+//!   [`Snapshot::duplicate_instances`] finds things held more than once
+//!   (calls that hold the same blocks: a model loaded twice), and
+//!   [`Snapshot::duplicates`] sites holding equal large blocks;
 //!   [`Snapshot::dump`] / [`Snapshot::load`] keep snapshots in files.
 //! - [`Registry`]: keyed singletons, loaded once per key and shared (the
 //!   remedy for the duplicates the tracer finds).

@@ -117,7 +117,7 @@ fn help_describes_every_command() {
         "Usage: tracealloc <COMMAND>",
         "  top         The biggest call sites of a snapshot dump",
         "  diff        What changed between two snapshot dumps",
-        "  duplicates  Call sites holding two or more live blocks",
+        "  duplicates  Things a snapshot dump holds more than once",
         "  export      Converts a snapshot dump or a saved profile to DHAT JSON",
     ] {
         assert!(help.contains(line), "{line:?} in\n{help}");
@@ -237,21 +237,38 @@ fn diff_is_compare_to_between_snapshots() {
 
 #[test]
 fn duplicates_of_a_snapshot() {
-    let s = snapshot(0);
+    // A model of three equal blocks at one line, loaded at two lines of
+    // main: one duplicated instance, not three equal blocks.
+    let at = |caller: u32| {
+        Traceback::new(vec![
+            Frame::new("src/model.rs", 42, "model::load"),
+            Frame::new("src/main.rs", caller, "main"),
+        ])
+    };
+    let traces = [9, 11]
+        .into_iter()
+        .flat_map(|c| (0..3).map(move |_| Trace::new(64 << 10, at(c))))
+        .collect();
+    let s = Snapshot::new(traces, 2);
     let path = dumped(&s, "dups.json");
     let out = ok(&["duplicates", p(&path)]);
-    assert_eq!(out, s.duplicates(1024).to_string());
+    assert_eq!(out, s.duplicate_instances(1024).to_string());
     assert!(
-        out.contains("src/model.rs:42: 3 blocks of 64.0 KiB"),
+        out.contains("2 copies of 3 blocks, 192 KiB each; sharing one would save 192 KiB"),
         "{out}"
     );
+    assert!(out.contains("loaded at src/main.rs:9 (main)"), "{out}");
+    assert!(out.contains("loaded at src/main.rs:11 (main)"), "{out}");
     assert_eq!(
         ok(&["duplicates", p(&path), "--min-size", "65K"]),
-        s.duplicates(65 << 10).to_string()
+        s.duplicate_instances(65 << 10).to_string()
     );
     assert!(
-        ok(&["duplicates", p(&path), "--min-size", "65537"]).starts_with("No suspected duplicates")
+        ok(&["duplicates", p(&path), "--min-size", "65537"]).starts_with("No duplicated instances")
     );
+    // One load alone: none.
+    let once = dumped(&snapshot(0), "dups-once.json");
+    assert!(ok(&["duplicates", p(&once)]).starts_with("No duplicated instances"));
 }
 
 #[test]

@@ -80,8 +80,8 @@ enum Command {
         #[arg(long)]
         cumulative: bool,
     },
-    /// Call sites holding two or more live blocks of one size in a snapshot
-    /// dump (a resource loaded twice)
+    /// Things a snapshot dump holds more than once: calls that hold the same
+    /// blocks, by call path and size (a model loaded twice)
     Duplicates {
         /// A snapshot dump
         file: PathBuf,
@@ -336,7 +336,7 @@ fn run(command: Command) -> Result<String, Failure> {
         }
         Command::Duplicates { file, min_size } => {
             let s = read_snapshot(&file, "duplicates", "it needs each live block's size")?;
-            Ok(s.duplicates(min_size).to_string())
+            Ok(s.duplicate_instances(min_size).to_string())
         }
         Command::Export {
             file,
