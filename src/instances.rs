@@ -109,9 +109,10 @@ impl fmt::Display for DuplicateInstances {
         for i in &self.instances {
             writeln!(
                 f,
-                "  {} copies of {} blocks, {} each; sharing one would save {}",
+                "  {} copies of {} {}, {} each; sharing one would save {}",
                 i.copies(),
                 i.blocks,
+                if i.blocks == 1 { "block" } else { "blocks" },
                 format_size(i.bytes as f64, false),
                 format_size(i.saved_bytes() as f64, false)
             )?;
