@@ -424,16 +424,7 @@ impl Loaded {
             list
         };
         if !lines {
-            return Some(Loaded {
-                sections: None,
-                units: None,
-                whole: None,
-                symtab: Symtab {
-                    file: Some(file),
-                    index: None,
-                },
-                mapped,
-            });
+            return Some(Loaded::with(None, file, mapped));
         }
         let own = load(&file, &table);
         let has_dwarf = own.iter().any(|(id, _)| *id == gimli::SectionId::DebugInfo);
@@ -454,8 +445,22 @@ impl Loaded {
         }
         let mut own = own;
         own.shrink_to_fit();
-        Some(Loaded {
-            sections: has_dwarf.then_some(Sections { own, sup }),
+        Some(Loaded::with(
+            has_dwarf.then_some(Sections { own, sup }),
+            file,
+            mapped,
+        ))
+    }
+
+    /// A loaded object of these sections (`None`: symbol tables only), its
+    /// symbols read from `file`, holding `mapped`; nothing parsed yet.
+    fn with(
+        sections: Option<Sections>,
+        file: Arc<MappedFile>,
+        mapped: Vec<Arc<MappedFile>>,
+    ) -> Loaded {
+        Loaded {
+            sections,
             units: None,
             whole: None,
             symtab: Symtab {
@@ -463,7 +468,7 @@ impl Loaded {
                 index: None,
             },
             mapped,
-        })
+        }
     }
 
     /// Parses the unit (lines, functions) and symbols that `svma` needs.
