@@ -52,22 +52,19 @@ impl Drop for __Outcome {
     }
 }
 
-/// Runs `f` in an assertion scope; not public API.
+/// Runs `f` in an assertion scope; not public API. `lines`: the caller's
+/// build is not optimized (see [`describe`]); `settle`: wait for other
+/// threads' frees when something is still live at the end
+/// (`assert_no_leak!`).
 #[doc(hidden)]
 #[track_caller]
-pub fn __assert_scope<R>(what: &str, lines: bool, f: impl FnOnce() -> R) -> (R, __Outcome) {
-    scope(what, lines, f, false)
-}
-
-/// [`__assert_scope`] for `assert_no_leak!`; not public API.
-#[doc(hidden)]
-#[track_caller]
-pub fn __assert_scope_for_leaks<R>(
+pub fn __assert_scope<R>(
     what: &str,
     lines: bool,
+    settle: bool,
     f: impl FnOnce() -> R,
 ) -> (R, __Outcome) {
-    scope(what, lines, f, true)
+    scope(what, lines, f, settle)
 }
 
 /// How long `assert_no_leak!` waits for other threads to free what the
@@ -710,8 +707,12 @@ fn baseline(o: &__Outcome, path: &Path, tolerance: f64, what: &str) -> Result<()
 #[macro_export]
 macro_rules! assert_no_alloc {
     ($e:expr $(,)?) => {{
-        let (value, outcome) =
-            $crate::__assert_scope("assert_no_alloc!", ::core::cfg!(debug_assertions), || $e);
+        let (value, outcome) = $crate::__assert_scope(
+            "assert_no_alloc!",
+            ::core::cfg!(debug_assertions),
+            false,
+            || $e,
+        );
         $crate::__check_allocs(&outcome, $crate::__at_most(0), ::core::stringify!($e));
         value
     }};
@@ -737,8 +738,12 @@ macro_rules! assert_no_alloc {
 #[macro_export]
 macro_rules! assert_max_allocs {
     ($max:expr, $e:expr $(,)?) => {{
-        let (value, outcome) =
-            $crate::__assert_scope("assert_max_allocs!", ::core::cfg!(debug_assertions), || $e);
+        let (value, outcome) = $crate::__assert_scope(
+            "assert_max_allocs!",
+            ::core::cfg!(debug_assertions),
+            false,
+            || $e,
+        );
         $crate::__check_allocs(&outcome, $crate::__at_most($max), ::core::stringify!($e));
         value
     }};
@@ -766,8 +771,12 @@ macro_rules! assert_max_allocs {
 #[macro_export]
 macro_rules! assert_allocs {
     ($bound:expr, $e:expr $(,)?) => {{
-        let (value, outcome) =
-            $crate::__assert_scope("assert_allocs!", ::core::cfg!(debug_assertions), || $e);
+        let (value, outcome) = $crate::__assert_scope(
+            "assert_allocs!",
+            ::core::cfg!(debug_assertions),
+            false,
+            || $e,
+        );
         $crate::__check_allocs(&outcome, $crate::__bound($bound), ::core::stringify!($e));
         value
     }};
@@ -800,8 +809,12 @@ macro_rules! assert_allocs {
 #[macro_export]
 macro_rules! assert_max_bytes {
     ($max:expr, $e:expr $(,)?) => {{
-        let (value, outcome) =
-            $crate::__assert_scope("assert_max_bytes!", ::core::cfg!(debug_assertions), || $e);
+        let (value, outcome) = $crate::__assert_scope(
+            "assert_max_bytes!",
+            ::core::cfg!(debug_assertions),
+            false,
+            || $e,
+        );
         $crate::__check_max_bytes(&outcome, $max, ::core::stringify!($e));
         value
     }};
@@ -844,9 +857,10 @@ macro_rules! assert_max_bytes {
 #[macro_export]
 macro_rules! assert_no_leak {
     ($e:expr $(,)?) => {{
-        let ((), outcome) = $crate::__assert_scope_for_leaks(
+        let ((), outcome) = $crate::__assert_scope(
             "assert_no_leak!",
             ::core::cfg!(debug_assertions),
+            true,
             || {
                 ::core::mem::drop($e);
             },
@@ -894,6 +908,7 @@ macro_rules! assert_alloc_baseline {
         let (value, outcome) = $crate::__assert_scope(
             "assert_alloc_baseline!",
             ::core::cfg!(debug_assertions),
+            false,
             || $e,
         );
         $crate::__check_baseline(

@@ -134,6 +134,8 @@ impl fmt::Display for DuplicateInstances {
 /// The tree of call paths: a node per frame, outermost first.
 #[derive(Default)]
 struct Node {
+    /// The frame it stands for (`None` at the root).
+    frame: Option<Frame>,
     children: HashMap<Frame, usize>,
     /// Sizes of the blocks whose traceback ends here (allocated here).
     sizes: Vec<usize>,
@@ -169,15 +171,16 @@ impl Snapshot {
     pub fn duplicate_instances(&self, min_size: usize) -> DuplicateInstances {
         untraced(|| {
             let mut nodes = vec![Node::default()];
-            let mut frames_of: Vec<Option<Frame>> = vec![None];
             for t in self.traces().iter().filter(|t| t.size >= min_size.max(1)) {
                 let mut at = 0;
                 for f in t.traceback.frames().iter().rev() {
                     at = match nodes[at].children.get(f) {
                         Some(&c) => c,
                         None => {
-                            nodes.push(Node::default());
-                            frames_of.push(Some(f.clone()));
+                            nodes.push(Node {
+                                frame: Some(f.clone()),
+                                ..Node::default()
+                            });
                             let c = nodes.len() - 1;
                             nodes[at].children.insert(f.clone(), c);
                             c
@@ -188,7 +191,7 @@ impl Snapshot {
             }
             let mut found = Vec::new();
             let mut path = Vec::new();
-            find(&nodes, &frames_of, 0, &mut path, &mut found);
+            find(&nodes, 0, &mut path, &mut found);
             // Tracebacks cut at the limit begin at different depths, so the
             // blocks of one copy can sit in several subtrees that begin
             // differently: copies made by the same calls are one instance.
@@ -223,10 +226,9 @@ impl Snapshot {
 type Held = Vec<(Vec<Frame>, usize, usize)>;
 
 /// The blocks under node `n`, by path below it (see [`Held`]).
-fn held(nodes: &[Node], frames_of: &[Option<Frame>], n: usize) -> Held {
+fn held(nodes: &[Node], n: usize) -> Held {
     fn walk(
         nodes: &[Node],
-        frames_of: &[Option<Frame>],
         n: usize,
         path: &mut Vec<Frame>,
         out: &mut HashMap<(Vec<Frame>, usize), usize>,
@@ -235,15 +237,15 @@ fn held(nodes: &[Node], frames_of: &[Option<Frame>], n: usize) -> Held {
             *out.entry((path.clone(), size)).or_default() += 1;
         }
         for &c in nodes[n].children.values() {
-            if let Some(f) = &frames_of[c] {
+            if let Some(f) = &nodes[c].frame {
                 path.push(f.clone());
             }
-            walk(nodes, frames_of, c, path, out);
+            walk(nodes, c, path, out);
             path.pop();
         }
     }
     let mut counts = HashMap::new();
-    walk(nodes, frames_of, n, &mut Vec::new(), &mut counts);
+    walk(nodes, n, &mut Vec::new(), &mut counts);
     let mut held: Held = counts.into_iter().map(|((p, s), k)| (p, s, k)).collect();
     held.sort();
     held
@@ -262,17 +264,11 @@ fn gcd(a: usize, b: usize) -> usize {
 /// them (a call that loaded `k` copies itself, in a loop, holds every block
 /// `k` times). A call alone whose blocks are all repeated is not taken for
 /// copies: twelve equal tensors of one model look the same.
-fn find(
-    nodes: &[Node],
-    frames_of: &[Option<Frame>],
-    n: usize,
-    path: &mut Vec<Frame>,
-    out: &mut Vec<DuplicateInstance>,
-) {
+fn find(nodes: &[Node], n: usize, path: &mut Vec<Frame>, out: &mut Vec<DuplicateInstance>) {
     // Per reduced content: the calls holding it, and how many times each.
     let mut by_content: HashMap<Held, Vec<(usize, usize)>> = HashMap::new();
     for &c in nodes[n].children.values() {
-        let mut h = held(nodes, frames_of, c);
+        let mut h = held(nodes, c);
         let k = h.iter().fold(0, |g, e| gcd(g, e.2)).max(1);
         for e in &mut h {
             e.2 /= k;
@@ -281,7 +277,7 @@ fn find(
     }
     for (content, mut calls) in by_content {
         if calls.len() >= 2 {
-            calls.sort_by(|a, b| frames_of[a.0].cmp(&frames_of[b.0]));
+            calls.sort_by(|a, b| nodes[a.0].frame.cmp(&nodes[b.0].frame));
             // One copy is what the calls have in common: the reduced content
             // times the greatest common multiple of theirs (a model whose
             // tensors all come in even numbers is not two copies of a half).
@@ -293,7 +289,7 @@ fn find(
             out.push(DuplicateInstance {
                 callers: calls
                     .iter()
-                    .flat_map(|&(c, k)| std::iter::repeat_n(frames_of[c].clone(), k / unit))
+                    .flat_map(|&(c, k)| std::iter::repeat_n(nodes[c].frame.clone(), k / unit))
                     .flatten()
                     .collect(),
                 path: path.clone(),
@@ -302,10 +298,10 @@ fn find(
             });
         } else {
             let c = calls[0].0;
-            if let Some(f) = &frames_of[c] {
+            if let Some(f) = &nodes[c].frame {
                 path.push(f.clone());
             }
-            find(nodes, frames_of, c, path, out);
+            find(nodes, c, path, out);
             path.pop();
         }
     }

@@ -193,8 +193,8 @@ mod source;
 pub use crate::alloc::TraceAlloc;
 #[doc(hidden)]
 pub use crate::assertions::{
-    __Bound, __Outcome, __assert_scope, __assert_scope_for_leaks, __at_most, __bound,
-    __check_allocs, __check_baseline, __check_max_bytes, __check_no_leak,
+    __Bound, __Outcome, __assert_scope, __at_most, __bound, __check_allocs, __check_baseline,
+    __check_max_bytes, __check_no_leak,
 };
 pub use crate::assertions::{AllocBound, BASELINE_ENV};
 pub use crate::counters::{is_installed, measure, stats, Delta, Stats};

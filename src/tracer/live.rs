@@ -137,8 +137,6 @@ fn filter_slot(addr: usize) -> &'static AtomicU8 {
 const WINDOW_SHIFT: u32 = 10;
 const WINDOW_SLOTS: usize = 1 << (WINDOW_SHIFT - 4);
 
-const SATURATED: u8 = u8::MAX;
-
 impl LiveMap {
     #[inline]
     fn home(&self, addr: usize) -> usize {
@@ -255,28 +253,21 @@ impl LiveMap {
             d += 1;
         }
         // `e` is now the displaced entry: on along the run, as `place` goes.
-        loop {
-            i = (i + 1) & mask;
-            d += 1;
-            if self.slots[i].addr == 0 {
-                self.slots[i] = e;
-                return None;
-            }
-            let dt = self.displacement(i);
-            if dt < d {
-                std::mem::swap(&mut e, &mut self.slots[i]);
-                d = dt;
-            }
-        }
+        self.place_from(e, (i + 1) & mask, d + 1);
+        None
     }
 
     /// Puts `e`, whose address is not in the table, in Robin Hood order:
     /// along a probe run, entries stand in the order of their home slots, so
     /// an entry that is farther from its home takes the slot of one nearer.
-    fn place(&mut self, mut e: Entry) {
+    fn place(&mut self, e: Entry) {
+        self.place_from(e, self.home(e.addr), 0);
+    }
+
+    /// [`place`](Self::place) from slot `i`, `d` slots past `e`'s home.
+    #[inline(always)]
+    fn place_from(&mut self, mut e: Entry, mut i: usize, mut d: usize) {
         let mask = self.slots.len() - 1;
-        let mut i = self.home(e.addr);
-        let mut d = 0;
         while self.slots[i].addr != 0 {
             let there = self.displacement(i);
             if there < d {
@@ -396,8 +387,7 @@ pub(crate) fn insert(
     }
     publish(shard, &map);
     if session.sampled() {
-        let _ =
-            filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v < SATURATED).then_some(v + 1));
+        super::filter_raise(filter_slot(addr));
     }
     done();
     Insert::Done
@@ -425,9 +415,7 @@ pub(crate) fn remove(
     let block = map.remove(addr)?;
     let session = state::current();
     if session.sampled() {
-        let _ = filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| {
-            (v > 0 && v < SATURATED).then(|| v - 1)
-        });
+        super::filter_lower(filter_slot(addr));
     }
     done(&block);
     drop(map);

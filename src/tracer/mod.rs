@@ -28,7 +28,7 @@ pub(crate) mod stacks;
 pub(crate) mod state;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
 use std::any::Any;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -300,6 +300,20 @@ pub(crate) fn try_filled<T: Clone>(n: usize, value: T) -> Option<Vec<T>> {
     v.try_reserve_exact(n).ok()?;
     v.resize(n, value);
     Some(v)
+}
+
+/// Raises the byte of a counting filter (zero: surely nothing counted
+/// there) for one more entry; it saturates at 255, and then stays.
+#[inline(always)]
+pub(crate) fn filter_raise(b: &AtomicU8) {
+    let _ = b.fetch_update(Relaxed, Relaxed, |v| (v < u8::MAX).then_some(v + 1));
+}
+
+/// Lowers the byte of a counting filter for one entry fewer (a saturated
+/// byte stays: it no longer knows how many it counts).
+#[inline(always)]
+pub(crate) fn filter_lower(b: &AtomicU8) {
+    let _ = b.fetch_update(Relaxed, Relaxed, |v| (v > 0 && v < u8::MAX).then(|| v - 1));
 }
 
 /// Lock guards held across `fork()`.

@@ -96,12 +96,11 @@ pub(crate) fn maybe_recorded(addr: usize) -> bool {
 }
 
 fn filter_add(addr: usize) {
-    let _ = filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v < u8::MAX).then_some(v + 1));
+    super::filter_raise(filter_slot(addr));
 }
 
 fn filter_remove(addr: usize) {
-    let _ =
-        filter_slot(addr).fetch_update(Relaxed, Relaxed, |v| (v > 0 && v < u8::MAX).then(|| v - 1));
+    super::filter_lower(filter_slot(addr));
 }
 
 thread_local! {
