@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use model::{FileMappings, MappedModel, Model};
+use serde_json::{json, Value};
 use tracealloc::{KeyType, Registry, TraceAlloc};
 
 #[global_allocator]
@@ -299,6 +300,16 @@ struct Args {
                      anything runs."
     )]
     model: Option<PathBuf>,
+
+    /// Run the strategies in reverse order (each runs in a fresh process:
+    /// the verdict should not change).
+    #[arg(long)]
+    reverse: bool,
+
+    /// Run one strategy (1, 2 or 3) in this process: what the program runs
+    /// itself with, once per strategy.
+    #[arg(long, hide = true, requires = "model", value_parser = clap::value_parser!(u8).range(1..=3))]
+    strategy: Option<u8>,
 }
 
 /// The command line, with the output directory in the help.
@@ -312,6 +323,7 @@ fn parse_args() -> Args {
          Examples:\n  \
          cargo run --release --example singleton_vs_duplicate\n  \
          cargo run --release --example singleton_vs_duplicate -- --size-mib 16\n  \
+         cargo run --release --example singleton_vs_duplicate -- --reverse\n  \
          cargo run --release --example singleton_vs_duplicate -- --model PATH",
         model::demo_dir().display()
     );
@@ -472,6 +484,13 @@ fn input(args: &Args) -> Input {
 
 fn main() {
     let args = parse_args();
+    if let (Some(n), Some(path)) = (args.strategy, &args.model) {
+        let dir = std::env::var_os("TRACEALLOC_DEMO_OUT")
+            .map(PathBuf::from)
+            .unwrap_or_else(model::demo_dir);
+        child(n, path, &dir);
+        return;
+    }
     let input = input(&args);
     let _demo_model = DemoModelGuard;
     let path = input.path.clone();
@@ -528,129 +547,67 @@ fn main() {
     );
     println!();
 
-    // mprof's timeline: heap, peak and RSS every 10 ms, with each profiled
-    // strategy's entry and exit as brackets; and memory_profiler's line
-    // table of each strategy, printed here after its own step table.
-    let sampler = tracealloc::Timeline::start(Duration::from_millis(10));
-    tracealloc::line_profile_output(tracealloc::LineOutput::Off)
-        .expect("turning the line tables' printing off cannot fail");
-    let line_table = |title: &str| {
-        let t = tracealloc::line_tables()
-            .pop()
-            .expect("the strategy is profiled: it left a line table");
-        println!("{title}, line by line (#[tracealloc::profile(rss)]: memory_profiler's table)");
-        print!("{}", indent(&t.to_string()));
-        println!();
-        t
-    };
-    let dup = load_twice(&path);
-    let table_dup = line_table("Strategy 1");
-    let reg = share_one(&path);
-    let table_reg = line_table("Strategy 2");
-    let (map, maps) = map_twice(&path);
-    let table_map = line_table("Strategy 3");
-
-    // The tracer's view: the diff of snapshots around the two loads. The
-    // duplicates report counts blocks of 4 KiB and more: every weight
-    // matrix of a real model (a small model's attention tensors are a few
-    // hundred KiB), not the vocabulary's words.
-    let dup_min = 4 << 10;
-    // What the mapped models' diff may hold beyond the read models' rest.
-    let map_slack = prev_power_of_two(dup.weights / 64).clamp(4 << 10, 1 << 20);
-    print!(
-        "{}",
-        wrap(
-            "Tracing each strategy's two loads again (snapshots before and after), \
-             each load on a line of its own. Duplicated instances: calls that hold \
-             the same blocks of 4 KiB and more, by call path and size.",
-            ""
-        )
-    );
-    println!();
-    tracealloc::start(8);
-    let mut report_diffs = Vec::new();
-    let mut sites = Vec::new();
-    let mut map_traced = (0, 0);
-    for (name, how) in [("duplicate loading", 1), ("registry", 2), ("memory map", 3)] {
-        tracealloc::mark!("traced: {name}");
-        let before = tracealloc::take_snapshot();
-        // Each load on a line of its own, as a program would write them:
-        // the duplicate report names the line that loaded each copy.
-        let pair: Box<dyn std::any::Any> = match how {
-            1 => {
-                let model1 = Arc::new(load(&path));
-                let model2 = Arc::new(load(&path));
-                Box::new((model1, model2))
-            }
-            2 => {
-                let model1 = MODELS.get_or_load(path.clone(), || load(&path));
-                let model2 = MODELS.get_or_load(path.clone(), || load(&path));
-                Box::new((model1, model2))
-            }
-            _ => {
-                let model1 = load_mapped(&path);
-                let model2 = load_mapped(&path);
-                Box::new((model1, model2))
-            }
-        };
-        let after = tracealloc::take_snapshot();
-        println!("Tracing, {name}: what the two loads hold (snapshot diff, by line)");
-        print!(
-            "{}",
-            indent(&after.top_diff(&before, 4, KeyType::Lineno).to_string())
-        );
-        let dups = after.duplicate_instances(dup_min);
-        print!("{}", indent(&dups.to_string()));
-        println!();
-        let diff = after.compare_to(&before, KeyType::Lineno, false);
-        if how == 3 {
-            map_traced = diff.iter().fold((0, 0), |(s, c), d| {
-                (
-                    s + d.size_diff.max(0) as u64,
-                    c + d.count_diff.max(0) as usize,
-                )
-            });
-        }
-        sites.push((diff.into_iter().next(), dups.saved_bytes()));
-        report_diffs.push((name, after, before, dups));
-        black_box(pair);
+    // Each strategy in a fresh process of its own (this program, run again
+    // with --strategy): RSS, the allocator's cached pages and the first
+    // load's warm-up do not carry from one to the next.
+    let mut order = vec![1u8, 2, 3];
+    if args.reverse {
+        order.reverse();
     }
-    // What the three traced pairs of loads allocated over the run, by
-    // stack, as a flame graph for the report.
-    let flame = tracealloc::profile().flamegraph(tracealloc::Metric::BytesAllocated);
-    tracealloc::stop();
-    // The tracer's own weight, apart from the figures above (the strategies
-    // ran before any snapshot): its heap (tables, and the symbolizer's
-    // share), and the debug information the snapshots read to name the
-    // lines, given back now.
-    let (tracer_heap, symbolizer) = (tracealloc::tracer_memory(), tracealloc::symbolizer_memory());
-    tracealloc::release_symbols();
     print!(
         "{}",
         wrap(
             &format!(
-                "The tracer's own memory, apart from the strategies' figures: its heap \
-                 was {} (its tables, and the debug information the snapshots parsed to \
-                 name the lines); the symbolizer held {} in all, its heap and the debug \
-                 sections it mapped. tracealloc::release_symbols() gave the symbolizer's \
-                 share back: the tracer's heap is {} now.",
-                size(tracer_heap as u64),
-                size(symbolizer as u64),
-                size(tracealloc::tracer_memory() as u64),
+                "Each strategy runs in a fresh process of its own{}: its step table, its \
+                 line table, then its two loads traced again (snapshots before and after, \
+                 each load on a line of its own; duplicated instances: the same content \
+                 held more than once, in blocks of 4 KiB and more).",
+                if args.reverse {
+                    ", in reverse order"
+                } else {
+                    ""
+                }
             ),
             ""
         )
     );
     println!();
-    tracealloc::mark!("tracing off");
-    let timeline = sampler.stop();
+    let dir = model::demo_dir();
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        fail(&format!("{}: {e}", dir.display()));
+    }
+    let mut results: [Option<Value>; 3] = [None, None, None];
+    for &n in &order {
+        results[n as usize - 1] = Some(run_strategy(n, &path, &dir));
+    }
+    let [dup, reg, map] = results.map(|r| r.expect("every strategy ran"));
+
+    // The tracer's own weight, apart from the figures above (each
+    // strategy's table was made before its process traced anything).
+    print!(
+        "{}",
+        wrap(
+            &format!(
+                "The tracer's own memory, apart from the strategies' figures (in strategy \
+                 1's process): its heap was {} (its tables, and the debug information the \
+                 snapshots parsed to name the lines); the symbolizer held {} in all, its \
+                 heap and the debug sections it mapped. tracealloc::release_symbols() gave \
+                 the symbolizer's share back: the tracer's heap is {} now.",
+                size(u(&dup, "tracer_heap")),
+                size(u(&dup, "symbolizer")),
+                size(u(&dup, "tracer_heap_after")),
+            ),
+            ""
+        )
+    );
+    println!();
 
     // The verdict, from the figures above.
-    let (weights, words) = (dup.weights, dup.words);
-    let saved = dup.heap.saturating_sub(reg.heap);
-    let load_dup = dup.times.0 + dup.times.1;
-    let load_reg = reg.times.0 + reg.times.1;
-    let rss_part = match (dup.rss, reg.rss) {
+    let (weights, words) = (u(&dup, "weights"), u(&dup, "words"));
+    let (dup_heap, reg_heap, map_heap) = (u(&dup, "heap"), u(&reg, "heap"), u(&map, "heap"));
+    let saved = dup_heap.saturating_sub(reg_heap);
+    let t = |r: &Value, i: usize| r["times_ms"][i].as_f64().unwrap_or(0.0);
+    let rss_part = match (dup["rss"].as_u64(), reg["rss"].as_u64()) {
         (Some(d), Some(r)) => format!(
             " RSS grew by {} when loading twice and by {} when sharing.",
             size(d),
@@ -658,17 +615,18 @@ fn main() {
         ),
         _ => String::new(),
     };
-    let site_part = match (&sites[0].0, &sites[1].0) {
+    let dup_saved = u(&dup, "saved");
+    let site_part = match (dup["site"].as_object(), reg["site"].as_object()) {
         (Some(d), Some(r)) => format!(
             " The tracer puts it at {}: {} blocks holding {} when loading twice, {} blocks holding {} through the registry; its duplicate report found {} that sharing one instance would save ({:.1} % off the measured difference{}).",
-            d.traceback,
-            d.count,
-            size(d.size as u64),
-            r.count,
-            size(r.size as u64),
-            size(sites[0].1 as u64),
-            100.0 * (sites[0].1 as f64 - saved as f64).abs() / saved.max(1) as f64,
-            if (sites[0].1 as f64) < 0.98 * saved as f64 {
+            d["at"].as_str().unwrap_or("?"),
+            d["count"],
+            size(d["size"].as_u64().unwrap_or(0)),
+            r["count"],
+            size(r["size"].as_u64().unwrap_or(0)),
+            size(dup_saved),
+            100.0 * (dup_saved as f64 - saved as f64).abs() / saved.max(1) as f64,
+            if (dup_saved as f64) < 0.98 * saved as f64 {
                 ": the rest is in blocks under 4 KiB, which it does not count"
             } else {
                 ""
@@ -680,53 +638,57 @@ fn main() {
     let paragraph = format!(
         "Loading the model ({} of weights, {} vocabulary entries) twice held {} of heap; \
 sharing one instance through the registry held {}, {} ({:.0} %) less.{rss_part} \
-The two loads took {:.0} ms against {:.0} ms: the second get_or_load returned the same instance in {:.3} ms \
-instead of loading again (the second plain load took {:.0} ms).{site_part}",
-        size(weights as u64),
+A plain load took {:.0} ms, then {:.0} ms; through the registry, the first get_or_load loaded it in {:.0} ms \
+and the second returned the same instance in {:.1} µs: one load of the two avoided.{site_part}",
+        size(weights),
         words,
-        size(dup.heap),
-        size(reg.heap),
+        size(dup_heap),
+        size(reg_heap),
         size(saved),
-        100.0 * saved as f64 / dup.heap.max(1) as f64,
-        load_dup.as_secs_f64() * 1e3,
-        load_reg.as_secs_f64() * 1e3,
-        reg.times.1.as_secs_f64() * 1e3,
-        dup.times.1.as_secs_f64() * 1e3
+        100.0 * saved as f64 / dup_heap.max(1) as f64,
+        t(&dup, 0),
+        t(&dup, 1),
+        t(&reg, 0),
+        t(&reg, 1) * 1e3,
     );
     print!("{}", wrap(&paragraph, ""));
     println!();
     // Besides their weights, the two read models held their vocabularies and
     // tensor lists: the mapped models' heap should be that and no more.
-    let read_rest = dup.heap.saturating_sub(2 * weights as u64);
-    let map_rss = match map.rss {
+    let read_rest = dup_heap.saturating_sub(2 * weights);
+    let map_slack = prev_power_of_two(weights as usize / 64).clamp(4 << 10, 1 << 20) as u64;
+    let map_rss = match map["rss"].as_u64() {
         Some(r) => format!("; RSS grew by {}", size(r)),
         None => String::new(),
     };
-    let smaps_part = match &maps {
-        Some(m) if per_mapping(m) => format!(
+    let maps = &map["maps"];
+    let smaps_part = if maps["per_mapping"] == true {
+        format!(
             " (/proc/self/smaps: Rss {} over the file's {} mappings, Pss {}: Linux counts a mapped file page in RSS once per mapping, and the two maps share one copy in the page cache)",
-            size(m.rss),
-            m.mappings,
-            size(m.pss)
-        ),
-        _ => String::new(),
+            size(u(maps, "rss")),
+            maps["mappings"],
+            size(u(maps, "pss"))
+        )
+    } else {
+        String::new()
     };
     // The tracer's diff around the two maps: blocks, bytes, and whether any
     // is beyond what the read models hold besides their weights.
+    let (map_bytes, map_blocks) = (u(&map, "traced_bytes"), u(&map, "traced_blocks"));
     let tracer_part = format!(
         "the tracer's diff around them holds {} blocks of {} in all{}",
-        map_traced.1,
-        size(map_traced.0),
-        if map_traced.0 <= read_rest + map_slack as u64 {
+        map_blocks,
+        size(map_bytes),
+        if map_bytes <= read_rest + map_slack {
             ", the vocabularies and tensor lists: no block for the weights"
         } else {
             ""
         }
     );
-    let map_dups = if sites[2].1 > 0 {
+    let map_dups = if u(&map, "saved") > 0 {
         format!(
             " Its duplicate report finds {} held twice: each map keeps its own vocabulary and tensor list.",
-            size(sites[2].1 as u64)
+            size(u(&map, "saved"))
         )
     } else {
         String::new()
@@ -734,12 +696,13 @@ instead of loading again (the second plain load took {:.0} ms).{site_part}",
     let paragraph = format!(
         "Mapping the file twice ({} of weights in the file) held {} of heap: what the two read models \
 hold besides their weights ({}: vocabularies, tensor lists) plus {}{map_rss}{smaps_part}. \
-The two maps took {:.0} ms, reading every weight; {tracer_part}.{map_dups}",
-        size(map.weights as u64),
-        size(map.heap),
+The two maps took {:.0} ms and {:.0} ms, reading every weight; {tracer_part}.{map_dups}",
+        size(u(&map, "weights")),
+        size(map_heap),
         size(read_rest),
-        size(map.heap.saturating_sub(read_rest)),
-        (map.times.0 + map.times.1).as_secs_f64() * 1e3,
+        size(map_heap.saturating_sub(read_rest)),
+        t(&map, 0),
+        t(&map, 1),
     );
     print!("{}", wrap(&paragraph, ""));
     println!();
@@ -747,67 +710,23 @@ The two maps took {:.0} ms, reading every weight; {tracer_part}.{map_dups}",
         "So each tool sees something else: the heap counters (stats, measure) see the copies of loading \
 ({} twice, {} shared) and nothing of a map's weights; RSS sees the pages touched, \
 a map's file pages included, once per mapping; the tracer sees no block for a map.",
-        size(dup.heap),
-        size(reg.heap)
+        size(dup_heap),
+        size(reg_heap)
     );
     print!("{}", wrap(&paragraph, ""));
 
-    // The timeline and one HTML report, under target/.
-    let dir = model::demo_dir();
-    let timeline_path = dir.join("timeline.json");
-    let svg_path = dir.join("timeline.svg");
+    // One HTML report, from what the three processes left under target/.
     let report_path = dir.join("report.html");
-    let mut report =
-        tracealloc::Report::new("tracealloc: one model, loaded twice, shared, or mapped")
-            .timeline(
-                "Timeline: heap, peak and RSS every 10 ms, each strategy bracketed",
-                &timeline,
-            )
-            .text(
-                "Strategy 1: load the model twice, line by line",
-                &table_dup.to_string(),
-            )
-            .text(
-                "Strategy 2: share one instance, line by line",
-                &table_reg.to_string(),
-            )
-            .text(
-                "Strategy 3: map the file twice, line by line",
-                &table_map.to_string(),
-            );
-    for (name, after, before, dups) in &report_diffs {
-        report = report
-            .snapshot_top(
-                &format!("Tracing, {name}: the biggest lines live after the two loads"),
-                after,
-                8,
-                KeyType::Lineno,
-            )
-            .snapshot_diff(
-                &format!("Tracing, {name}: what the two loads hold (by line)"),
-                after,
-                before,
-                8,
-                KeyType::Lineno,
-            )
-            .text(
-                &format!("Tracing, {name}: duplicated instances"),
-                &dups.to_string(),
-            );
-    }
-    report = report.svg("Bytes allocated by the traced loads (flame graph)", &flame);
-    let written = std::fs::create_dir_all(&dir)
-        .map_err(|e| e.to_string())
-        .and_then(|()| timeline.save(&timeline_path).map_err(|e| e.to_string()))
-        .and_then(|()| {
-            std::fs::write(&svg_path, timeline.svg(1200, 500)).map_err(|e| e.to_string())
-        })
-        .and_then(|()| report.write(&report_path).map_err(|e| e.to_string()));
+    let report = build_report(&dir).and_then(|r| r.write(&report_path).map_err(|e| e.to_string()));
     println!();
-    match written {
+    match report {
         Ok(()) => {
-            println!("Timeline: {}", timeline_path.display());
-            println!("Chart:    {}", svg_path.display());
+            for n in 1..=3u8 {
+                println!(
+                    "Timeline: {}",
+                    dir.join(format!("timeline-{n}.json")).display()
+                );
+            }
             println!(
                 "Report:   {} (one file: open it in a browser)",
                 report_path.display()
@@ -821,6 +740,225 @@ a map's file pages included, once per mapping; the tracer sees no block for a ma
             mib(bytes)
         );
     }
+}
+
+/// A number of a strategy's result.
+fn u(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// The names of a strategy's traced pass, for its report sections.
+const NAMES: [&str; 3] = ["duplicate loading", "registry", "memory map"];
+
+/// Runs this program again on strategy `n`, printing its report; what it
+/// measured.
+fn run_strategy(n: u8, path: &Path, dir: &Path) -> Value {
+    let exe =
+        std::env::current_exe().unwrap_or_else(|e| fail(&format!("this program's path: {e}")));
+    let out = std::process::Command::new(exe)
+        .arg("--strategy")
+        .arg(n.to_string())
+        .arg("--model")
+        .arg(path)
+        .env("TRACEALLOC_DEMO_OUT", dir)
+        .output()
+        .unwrap_or_else(|e| fail(&format!("running strategy {n}: {e}")));
+    if !out.status.success() {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        fail(&format!("strategy {n} failed ({})", out.status));
+    }
+    let mut result = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.strip_prefix("@result ") {
+            Some(r) => result = serde_json::from_str(r).ok(),
+            None => println!("{line}"),
+        }
+    }
+    result.unwrap_or_else(|| fail(&format!("strategy {n} printed no result")))
+}
+
+/// One strategy, in this process: its step table and line table, its two
+/// loads traced again, its files for the report under `dir`, and its
+/// figures as a last line, `@result {json}`.
+fn child(n: u8, path: &Path, dir: &Path) {
+    // mprof's timeline: heap, peak and RSS every 10 ms, with the profiled
+    // strategy's entry and exit as brackets; and memory_profiler's line
+    // table, printed here after the step table.
+    let sampler = tracealloc::Timeline::start(Duration::from_millis(10));
+    tracealloc::line_profile_output(tracealloc::LineOutput::Off)
+        .expect("turning the line tables' printing off cannot fail");
+    let (outcome, maps) = match n {
+        1 => (load_twice(path), None),
+        2 => (share_one(path), None),
+        _ => map_twice(path),
+    };
+    let table = tracealloc::line_tables()
+        .pop()
+        .expect("the strategy is profiled: it left a line table");
+    println!("Strategy {n}, line by line (#[tracealloc::profile(rss)]: memory_profiler's table)");
+    print!("{}", indent(&table.to_string()));
+    println!();
+
+    // The tracer's view: the diff of snapshots around the two loads. The
+    // duplicates report counts blocks of 4 KiB and more: every weight
+    // matrix of a real model (a small model's attention tensors are a few
+    // hundred KiB), not the vocabulary's words.
+    let dup_min = 4 << 10;
+    let name = NAMES[n as usize - 1];
+    tracealloc::start(8);
+    tracealloc::mark!("traced: {name}");
+    let before = tracealloc::take_snapshot();
+    // Each load on a line of its own, as a program would write them:
+    // the duplicate report names the line that loaded each copy.
+    let pair: Box<dyn std::any::Any> = match n {
+        1 => {
+            let model1 = Arc::new(load(path));
+            let model2 = Arc::new(load(path));
+            Box::new((model1, model2))
+        }
+        2 => {
+            let model1 = MODELS.get_or_load(path.to_path_buf(), || load(path));
+            let model2 = MODELS.get_or_load(path.to_path_buf(), || load(path));
+            Box::new((model1, model2))
+        }
+        _ => {
+            let model1 = load_mapped(path);
+            let model2 = load_mapped(path);
+            Box::new((model1, model2))
+        }
+    };
+    let after = tracealloc::take_snapshot();
+    println!("Tracing, {name}: what the two loads hold (snapshot diff, by line)");
+    print!(
+        "{}",
+        indent(&after.top_diff(&before, 4, KeyType::Lineno).to_string())
+    );
+    let dups = after.duplicate_instances(dup_min);
+    print!("{}", indent(&dups.to_string()));
+    println!();
+    let diff = after.compare_to(&before, KeyType::Lineno, false);
+    let traced = diff.iter().fold((0u64, 0u64), |(s, c), d| {
+        (
+            s + d.size_diff.max(0) as u64,
+            c + d.count_diff.max(0) as u64,
+        )
+    });
+    let site = diff
+        .first()
+        .map(|d| json!({"at": d.traceback.to_string(), "count": d.count, "size": d.size}));
+    // What the traced pair of loads allocated, by stack, as a flame graph
+    // for the report.
+    let flame = tracealloc::profile().flamegraph(tracealloc::Metric::BytesAllocated);
+    tracealloc::stop();
+    black_box(pair);
+    let (tracer_heap, symbolizer) = (tracealloc::tracer_memory(), tracealloc::symbolizer_memory());
+    tracealloc::release_symbols();
+    tracealloc::mark!("tracing off");
+    let timeline = sampler.stop();
+    let file = |what: &str| dir.join(format!("{what}-{n}"));
+    let saved = timeline
+        .save(file("timeline").with_extension("json"))
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            after
+                .dump(file("after").with_extension("json"))
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|()| {
+            before
+                .dump(file("before").with_extension("json"))
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|()| {
+            std::fs::write(file("flame").with_extension("svg"), &flame).map_err(|e| e.to_string())
+        })
+        .and_then(|()| {
+            std::fs::write(file("lines").with_extension("txt"), table.to_string())
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = saved {
+        fail(&e);
+    }
+    let maps = maps.map(|m| {
+        json!({"mappings": m.mappings, "rss": m.rss, "pss": m.pss, "per_mapping": per_mapping(&m)})
+    });
+    let result = json!({
+        "strategy": n,
+        "heap": outcome.heap,
+        "rss": outcome.rss,
+        "times_ms": [outcome.times.0.as_secs_f64() * 1e3, outcome.times.1.as_secs_f64() * 1e3],
+        "weights": outcome.weights,
+        "words": outcome.words,
+        "maps": maps,
+        "site": site,
+        "saved": dups.saved_bytes(),
+        "traced_bytes": traced.0,
+        "traced_blocks": traced.1,
+        "tracer_heap": tracer_heap,
+        "symbolizer": symbolizer,
+        "tracer_heap_after": tracealloc::tracer_memory(),
+    });
+    println!("@result {result}");
+}
+
+/// The HTML report, from the files the strategies' processes wrote under
+/// `dir` (removed once read, but the timelines).
+fn build_report(dir: &Path) -> Result<tracealloc::Report, String> {
+    let mut report =
+        tracealloc::Report::new("tracealloc: one model, loaded twice, shared, or mapped");
+    let titles = [
+        "load the model twice",
+        "share one instance",
+        "map the file twice",
+    ];
+    for n in 1..=3u8 {
+        let file = |what: &str, ext: &str| dir.join(format!("{what}-{n}.{ext}"));
+        let timeline =
+            tracealloc::Timeline::load(file("timeline", "json")).map_err(|e| e.to_string())?;
+        let lines = std::fs::read_to_string(file("lines", "txt")).map_err(|e| e.to_string())?;
+        let after = tracealloc::Snapshot::load(file("after", "json")).map_err(|e| e.to_string())?;
+        let before =
+            tracealloc::Snapshot::load(file("before", "json")).map_err(|e| e.to_string())?;
+        let flame = std::fs::read_to_string(file("flame", "svg")).map_err(|e| e.to_string())?;
+        let title = titles[n as usize - 1];
+        let name = NAMES[n as usize - 1];
+        report = report
+            .timeline(
+                &format!("Strategy {n}, {title}: heap, peak and RSS every 10 ms (its own process)"),
+                &timeline,
+            )
+            .text(&format!("Strategy {n}: {title}, line by line"), &lines)
+            .snapshot_top(
+                &format!("Tracing, {name}: the biggest lines live after the two loads"),
+                &after,
+                8,
+                KeyType::Lineno,
+            )
+            .snapshot_diff(
+                &format!("Tracing, {name}: what the two loads hold (by the lines of your code)"),
+                &after,
+                &before,
+                8,
+                KeyType::UserLine,
+            )
+            .duplicates(
+                &format!("Tracing, {name}: duplicated instances"),
+                &after.duplicate_instances(4 << 10),
+            )
+            .svg(
+                &format!("Tracing, {name}: bytes allocated by the two loads (flame graph)"),
+                &flame,
+            );
+        for (what, ext) in [
+            ("lines", "txt"),
+            ("after", "json"),
+            ("before", "json"),
+            ("flame", "svg"),
+        ] {
+            let _ = std::fs::remove_file(file(what, ext));
+        }
+    }
+    Ok(report)
 }
 
 /// The largest power of two at most `n` (1 for 0).

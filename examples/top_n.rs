@@ -105,8 +105,15 @@ fn main() {
         println!("{s}");
     }
 
+    // The same, without the filter: each block at the first line of this
+    // example's own code in its stack, however deep serde's frames go.
+    println!("\n== By the lines of your code (KeyType::UserLine) ==");
+    print!("{}", after.top(5, KeyType::UserLine));
+
+    // Is anything held twice? (The document and the parsed value hold the
+    // same text in different forms: no two blocks hold the same bytes.)
     println!();
-    print!("{}", after.duplicates(1 << 20));
+    print!("{}", after.duplicate_instances(1 << 20));
 
     tracealloc::stop();
     black_box((doc, value, index));

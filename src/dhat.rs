@@ -619,10 +619,7 @@ mod tests {
     fn sites_that_write_alike_are_merged() {
         let a = site(&[("src/a.rs", 1, "a", 0xa), MAIN7], 4, 400, 100);
         let mut b = site(&[("src/a.rs", 1, "a", 0xa), MAIN7], 2, 20, 10);
-        b.traceback = Traceback {
-            total_nframe: 9,
-            ..b.traceback
-        };
+        b.traceback = b.traceback.clone().with_total_nframe(9);
         let c = site(&[("src/a.rs", 1, "a", 0xa)], 1, 1, 0);
         let empty = site(&[], 3, 3, 3);
         let p = Profile::new(

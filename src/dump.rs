@@ -8,8 +8,16 @@
 //!  "frames":     [[0, 42, 1], ...],                      [file, line, function]
 //!  "tracebacks": [[3, [0, 5]], ...],                     [total_nframe, [frame, ...]]
 //!  "traces":     [[5242880, 0], ...],                    [size, traceback]
-//!  "paths":      [[7, 12], ...]}                         [frame, full path]
+//!  "paths":      [[7, 12], ...],                         [frame, full path]
+//!  "users":      [[0, [9, 4]], ...],                     [traceback, [user frame, ...]]
+//!  "contents":   [[0, 1], [1, 8842213302174113], ...]}   [trace, content]
 //! ```
+//!
+//! `users` (optional) gives each traceback's frames of the user's own code
+//! ([`Traceback::user_frames`]), `contents` (optional) the content
+//! fingerprint of the traces that have one ([`Trace::content`]: 1 for
+//! [`Content::Uniform`], else the hash, never 0 or 1 — a hash of 0 or 1 is
+//! written as 2); a file without them loads with none.
 //!
 //! `paths` (optional) gives the full source path of the frames whose file
 //! name is shortened (`serde_json-1.0.154/src/map.rs` for a path under
@@ -34,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, Traceback};
 use crate::scope::untraced;
-use crate::snapshot::{Snapshot, Trace};
+use crate::snapshot::{Content, Snapshot, Trace};
 
 const FORMAT: &str = "tracealloc-snapshot";
 const VERSION: u32 = 1;
@@ -140,6 +148,16 @@ struct DumpFile {
     traces: Vec<(usize, u32)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     paths: Vec<(u32, u32)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    users: Vec<(u32, Vec<u32>)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    contents: Vec<(u64, u64)>,
+}
+
+/// A content as the file writes it (see the module's notes); `None` for
+/// [`Content::Unread`].
+fn content_code(c: Content) -> Option<u64> {
+    Some(c.code()).filter(|&code| code != 0)
 }
 
 /// The tables of a file being written, each value stored once.
@@ -153,6 +171,8 @@ struct Tables<'a> {
     traceback_ids: HashMap<&'a Traceback, u32>,
     /// (frame, path) for the frames whose path is not their file name.
     paths: Vec<(u32, u32)>,
+    /// (traceback, frames) for the tracebacks with user frames.
+    users: Vec<(u32, Vec<u32>)>,
 }
 
 impl<'a> Tables<'a> {
@@ -193,6 +213,10 @@ impl<'a> Tables<'a> {
         self.tracebacks.push((t.total_nframe(), ids));
         let id = (self.tracebacks.len() - 1) as u32;
         self.traceback_ids.insert(t, id);
+        if !t.user_frames().is_empty() {
+            let frames = t.user_frames().iter().map(|f| self.frame(f)).collect();
+            self.users.push((id, frames));
+        }
         id
     }
 }
@@ -203,6 +227,12 @@ fn encode(s: &Snapshot) -> DumpFile {
     // Traces of one stack share their frames: look them up by that pointer
     // first, and hash a traceback's contents once per stack.
     let mut by_ptr: HashMap<usize, u32> = HashMap::new();
+    let contents = s
+        .traces()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i as u64, content_code(t.content())?)))
+        .collect();
     let traces = s
         .traces()
         .iter()
@@ -224,6 +254,8 @@ fn encode(s: &Snapshot) -> DumpFile {
         tracebacks: tables.tracebacks,
         traces,
         paths: tables.paths,
+        users: tables.users,
+        contents,
     }
 }
 
@@ -422,6 +454,18 @@ impl Cost for (usize, u32) {
     }
 }
 
+impl Cost for (u32, Seq<u32>) {
+    fn cost(&self) -> u64 {
+        32
+    }
+}
+
+impl Cost for (u64, u64) {
+    fn cost(&self) -> u64 {
+        16
+    }
+}
+
 /// A JSON array read element by element, each charged (twice its size, for
 /// the vector's growth) before the next is read.
 pub(crate) struct Seq<T>(pub(crate) Vec<T>);
@@ -465,6 +509,10 @@ struct LoadFile {
     traces: Seq<(usize, u32)>,
     #[serde(default)]
     paths: Option<Seq<(u32, u32)>>,
+    #[serde(default)]
+    users: Option<Seq<(u32, Seq<u32>)>>,
+    #[serde(default)]
+    contents: Option<Seq<(u64, u64)>>,
 }
 
 /// Reads a snapshot written by [`dump`], checking everything, within a
@@ -585,6 +633,8 @@ fn build(
         tracebacks,
         traces,
         paths,
+        users,
+        contents,
         ..
     } = file;
     let strings = strings.0;
@@ -599,8 +649,9 @@ fn build(
     let string = |i: u32, who: &str| entry(&strings, i, who, "string", err);
     // Built values, each vector allocated once at its length: a frame is a
     // pointer to a shared 56-byte record; a traceback, 24 bytes and its
-    // frames' block (8 bytes a frame after a 16-byte header); a trace, 32
-    // bytes. The arrays read from the file are dropped as they are used.
+    // frames' block (8 bytes a frame after a 16-byte header); a trace, 40
+    // bytes, its content's 8 included. The arrays read from the file are
+    // dropped as they are used.
     let frames = frames.0;
     spend(block(8 * frames.len() as u64) + frames.len() as u64 * block(16 + 40))?;
     let mut full = full_paths(paths, frames.len(), &strings, &spend, err)?;
@@ -616,6 +667,30 @@ fn build(
     let frames = built_frames;
     let tracebacks = tracebacks.0;
     spend(block(24 * tracebacks.len() as u64))?;
+    let users = users.map_or_else(Vec::new, |u| u.0);
+    spend(users.len() as u64 * 48)?;
+    let mut user_of: HashMap<u32, Vec<Frame>> = HashMap::with_capacity(users.len());
+    for (tb, ids) in users {
+        if tb as usize >= tracebacks.len() {
+            return Err(err(format!(
+                "user frames refer to traceback {tb}, but there are {}",
+                tracebacks.len()
+            )));
+        }
+        if ids.0.len() > MAX_FRAMES {
+            return Err(err(format!(
+                "a traceback has {} user frames, over the limit of {MAX_FRAMES}",
+                ids.0.len()
+            )));
+        }
+        spend(8 * ids.0.len() as u64)?;
+        let fs = ids
+            .0
+            .into_iter()
+            .map(|i| entry(&frames, i, "a user frame", "frame", err))
+            .collect::<Result<Vec<Frame>, Error>>()?;
+        user_of.insert(tb, fs);
+    }
     let mut built_tracebacks = Vec::with_capacity(tracebacks.len());
     for (total, ids) in tracebacks {
         let ids = ids.0;
@@ -636,11 +711,27 @@ fn build(
         for i in ids {
             fs.push(entry(&frames, i, "a traceback", "frame", err)?);
         }
-        built_tracebacks.push(Traceback::from_parts(fs.into(), total));
+        let t = Traceback::from_parts(fs.into(), total);
+        built_tracebacks.push(match user_of.remove(&(built_tracebacks.len() as u32)) {
+            Some(u) => t.with_user_frames(u),
+            None => t,
+        });
     }
     let tracebacks = built_tracebacks;
     let traces = traces.0;
-    spend(block(32 * traces.len() as u64))?;
+    spend(block(40 * traces.len() as u64))?;
+    let contents = contents.map_or_else(Vec::new, |c| c.0);
+    let mut content_of: HashMap<u64, Content> = HashMap::with_capacity(contents.len());
+    spend(contents.len() as u64 * 32)?;
+    for (i, code) in contents {
+        if i >= traces.len() as u64 || code == 0 {
+            return Err(err(format!(
+                "a content refers to trace {i} (of {}) with code {code}",
+                traces.len()
+            )));
+        }
+        content_of.insert(i, Content::of_code(code));
+    }
     let mut built_traces = Vec::with_capacity(traces.len());
     for (size, tb) in traces {
         if size > isize::MAX as usize {
@@ -649,7 +740,10 @@ fn build(
             )));
         }
         let traceback = entry(&tracebacks, tb, "a trace", "traceback", err)?;
-        built_traces.push(Trace::new(size, traceback));
+        let content = content_of
+            .remove(&(built_traces.len() as u64))
+            .unwrap_or(Content::Unread);
+        built_traces.push(Trace::new(size, traceback).with_content(content));
     }
     let traces = built_traces;
     Ok(Snapshot::from_parts(traces, traceback_limit, sample_bytes))
@@ -671,11 +765,24 @@ mod tests {
             Frame::new("src/main.rs", 9, "main"),
         ]);
         let b = Traceback::new(vec![
-            Frame::new("src/b.rs", 2, "b::g"),
-            Frame::new("src/main.rs", 9, "main"),
+            Frame::new("dep-1.0.0/src/b.rs", 2, "b::g"),
+            Frame::new("dep-1.0.0/src/lib.rs", 9, "load"),
+        ])
+        .with_total_nframe(30)
+        .with_user_frames(vec![
+            Frame::new("src/load.rs", 3, "load"),
+            Frame::new("src/main.rs", 12, "main"),
         ]);
-        let traces = (0..1000)
-            .map(|i| Trace::new(i * 8 + 1, if i % 3 == 0 { a.clone() } else { b.clone() }));
+        let content = |i: usize| match i % 4 {
+            0 => Content::Unread,
+            1 => Content::Uniform,
+            2 => Content::Hash((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).max(2)),
+            _ => Content::Hash(u64::MAX - i as u64),
+        };
+        let traces = (0..1000).map(|i| {
+            Trace::new(i * 8 + 1, if i % 3 == 0 { a.clone() } else { b.clone() })
+                .with_content(content(i))
+        });
         let mut s = Snapshot::new(traces.collect(), 2);
         s = Snapshot::from_parts(s.traces().to_vec(), 2, Some(4096));
         s
@@ -696,7 +803,7 @@ mod tests {
         // Interned: each file name appears once, whatever the trace count.
         assert_eq!(text.matches("src/main.rs").count(), 1);
         assert!(
-            text.len() < 1000 * 16,
+            text.len() < 1000 * 32,
             "{} bytes for 1000 traces",
             text.len()
         );

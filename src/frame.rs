@@ -94,8 +94,8 @@ impl Frame {
 
     /// Why this frame has no source line, and what to do about it: `None`
     /// when it has one. The reports ([`Top`](crate::Top),
-    /// [`TopDiff`](crate::TopDiff), [`Duplicates`](crate::Duplicates)) print
-    /// it once under the table when an entry needs it.
+    /// [`TopDiff`](crate::TopDiff)) print it once under the table when an
+    /// entry needs it.
     ///
     /// - `<unknown>:0`: the binary has no line tables for this code.
     /// - `file.rs:0`: the line tables give the address no line (code the
@@ -178,8 +178,13 @@ impl Ord for Frame {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Traceback {
-    pub(crate) frames: Arc<[Frame]>,
-    pub(crate) total_nframe: usize,
+    /// The kept frames, then the user's frames (see
+    /// [`Traceback::user_frames`]): one block, so that a traceback (cloned
+    /// into every trace of its stack) stays 24 bytes.
+    all: Arc<[Frame]>,
+    /// How many of `all` are kept frames (the rest are the user frames).
+    kept: u32,
+    total_nframe: u32,
 }
 
 impl Traceback {
@@ -201,29 +206,89 @@ impl Traceback {
     /// assert_eq!((t.frames().len(), t.total_nframe()), (1, 12));
     /// ```
     pub fn with_total_nframe(self, total_nframe: usize) -> Traceback {
-        let total_nframe = total_nframe.max(self.frames.len());
+        let total_nframe = total_nframe.max(self.kept as usize);
         Traceback {
-            total_nframe,
+            total_nframe: u32::try_from(total_nframe).unwrap_or(u32::MAX),
             ..self
         }
     }
 
+    /// A traceback of `frames` from a stack of `total_nframe` frames (at
+    /// most `u32::MAX` of either are counted).
     pub(crate) fn from_parts(frames: Arc<[Frame]>, total_nframe: usize) -> Traceback {
+        let kept = u32::try_from(frames.len()).unwrap_or(u32::MAX);
         Traceback {
-            frames,
-            total_nframe,
+            all: frames,
+            kept,
+            total_nframe: u32::try_from(total_nframe.max(kept as usize)).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The same frames, with `frames` as the frames of the user's own code
+    /// in the whole stack, most recent first (see
+    /// [`user_frames`](Traceback::user_frames)): for tools and tests that
+    /// build snapshots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tracealloc::{Frame, Traceback};
+    ///
+    /// let deep = Traceback::new(vec![Frame::new("candle-core-0.11.1/src/dtype.rs", 167, "to_cpu_storage")])
+    ///     .with_total_nframe(40)
+    ///     .with_user_frames(vec![Frame::new("src/main.rs", 196, "main")]);
+    /// assert_eq!(deep.user_frame().unwrap().to_string(), "src/main.rs:196");
+    /// ```
+    pub fn with_user_frames(self, frames: Vec<Frame>) -> Traceback {
+        if frames.is_empty() && self.user_frames().is_empty() {
+            return self;
+        }
+        let mut all: Vec<Frame> = self.frames().to_vec();
+        all.extend(frames);
+        Traceback {
+            all: all.into(),
+            ..self
+        }
+    }
+
+    /// The first frame, from the allocating one down, of the user's own
+    /// code: the workspace's sources, not the standard library's, this
+    /// crate's, or a dependency's from the cargo registry or a git checkout
+    /// (a `.rs` file under neither). Found in the whole captured stack (its
+    /// first 64 frames), so it is there even when the traceback limit keeps
+    /// fewer frames than lie above it: a model loaded through candle is
+    /// allocated 40 frames below the user's `src/main.rs:196`, and this is
+    /// that line. `None` when no frame of the stack is the user's (a thread
+    /// a library started and runs), and for tracebacks built without one.
+    /// [`KeyType::UserLine`](crate::KeyType::UserLine) groups by it.
+    pub fn user_frame(&self) -> Option<&Frame> {
+        self.user_frames().first()
+    }
+
+    /// Every frame of the user's own code in the captured stack (see
+    /// [`user_frame`](Traceback::user_frame)), most recent first: the line
+    /// that called the library, then the lines that called that one, out to
+    /// `main` or the thread's closure. Kept apart from
+    /// [`frames`](Traceback::frames), which tracemalloc's keys use.
+    pub fn user_frames(&self) -> &[Frame] {
+        &self.all[self.kept as usize..]
     }
 
     /// The frames, most recent (the allocating call site) first.
     pub fn frames(&self) -> &[Frame] {
-        &self.frames
+        &self.all[..self.kept as usize]
+    }
+
+    /// The block the frames live in: one per stack, shared by the clones
+    /// (a key for grouping traces by stack).
+    pub(crate) fn frames_ptr(&self) -> usize {
+        self.all.as_ptr() as usize
     }
 
     /// How many frames the stack had (after trimming the allocator's and the
     /// standard library's), before the traceback limit cut it.
     pub fn total_nframe(&self) -> usize {
-        self.total_nframe
+        self.total_nframe as usize
     }
 
     /// The traceback as tracemalloc's `Traceback.format` writes it: for each
@@ -242,8 +307,9 @@ impl Traceback {
     /// ```
     pub fn format(&self, limit: Option<usize>, most_recent_first: bool) -> Vec<String> {
         untraced(|| {
-            let keep = limit.map_or(self.frames.len(), |l| l.min(self.frames.len()));
-            let recent = &self.frames[..keep];
+            let frames = self.frames();
+            let keep = limit.map_or(frames.len(), |l| l.min(frames.len()));
+            let recent = &frames[..keep];
             let ordered: Vec<&Frame> = if most_recent_first {
                 recent.iter().collect()
             } else {
@@ -264,7 +330,7 @@ impl Traceback {
 impl fmt::Display for Traceback {
     /// The allocating call site, `filename:lineno` (`<unknown>:0` if empty).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.frames.first() {
+        match self.frames().first() {
             Some(frame) => fmt::Display::fmt(frame, f),
             None => f.write_str("<unknown>:0"),
         }
@@ -279,7 +345,12 @@ impl PartialOrd for Traceback {
 
 impl Ord for Traceback {
     /// As tracemalloc compares tracebacks: frame by frame from the oldest.
+    /// (Then by user frame, so that the order agrees with equality.)
     fn cmp(&self, other: &Self) -> Ordering {
-        self.frames.iter().rev().cmp(other.frames.iter().rev())
+        self.frames()
+            .iter()
+            .rev()
+            .cmp(other.frames().iter().rev())
+            .then_with(|| self.user_frames().cmp(other.user_frames()))
     }
 }

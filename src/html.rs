@@ -14,7 +14,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::dump::{write_atomic, Error};
-use crate::report::Duplicates;
+use crate::frame::Frame;
+use crate::instances::DuplicateInstances;
 use crate::scope::untraced;
 use crate::snapshot::{format_size, KeyLabel, KeyType, Snapshot};
 use crate::source::source_line;
@@ -295,40 +296,53 @@ impl Report {
         self.push(title, body)
     }
 
-    /// A section with [`Snapshot::duplicates`]' findings: per site, the
-    /// blocks, their size, the bytes held and what one shared instance
-    /// would save, with the source line; or the sentence that there is
-    /// none.
-    pub fn duplicates(self, title: &str, duplicates: &Duplicates) -> Report {
+    /// A section with [`Snapshot::duplicate_instances`]' findings: per
+    /// instance, the copies, the blocks and bytes of each, what sharing one
+    /// would save, and the lines that loaded each copy (the user's) and
+    /// that allocated its blocks; the blocks the content could not tell;
+    /// or the sentence that there is none.
+    pub fn duplicates(self, title: &str, duplicates: &DuplicateInstances) -> Report {
         let body = untraced(|| {
-            let min = size(duplicates.min_size as u64);
-            if duplicates.sites().is_empty() {
-                return format!(
-                    "<p>No suspected duplicates: no call site holds 2+ live blocks of one size \
-                     &gt;= {min}.</p>\n"
-                );
-            }
-            let mut b = format!(
-                "<p>Call sites holding 2+ live blocks of one size &gt;= {min}; sharing one \
-                 instance would save {} in all.</p>\n<table><thead><tr><th>site</th>\
-                 <th>blocks</th><th>block size</th><th>held</th><th>one shared instance \
-                 saves</th><th>source line</th></tr></thead><tbody>\n",
-                size(duplicates.saved_bytes() as u64)
-            );
-            for s in duplicates.sites() {
+            let text = |f: &Frame| escape(&format!("{f} ({})", f.function()));
+            let mut b = String::new();
+            if duplicates.instances().is_empty() {
+                b.push_str("<p>No duplicated instances: no content is held twice.</p>\n");
+            } else {
                 let _ = writeln!(
                     b,
-                    "<tr><td class=\"site\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-                     <td class=\"n\">{}</td><td class=\"n up\">{}</td><td class=\"src\">{}</td></tr>",
-                    escape(&s.traceback().to_string()),
-                    s.count(),
-                    size(s.block_size() as u64),
-                    size(s.total_bytes() as u64),
-                    size(s.saved_bytes() as u64),
-                    source_of(s.traceback(), KeyType::Lineno)
+                    "<p>The same content held more than once; sharing one copy of each \
+                     would save {} in all.</p>\n<table><thead><tr><th>copies</th>\
+                     <th>blocks each</th><th>bytes each</th><th>sharing saves</th>\
+                     <th>loaded at</th><th>allocated at</th></tr></thead><tbody>",
+                    size(duplicates.saved_bytes() as u64)
+                );
+                for i in duplicates.instances() {
+                    let loaded: Vec<String> = i.callers().iter().map(text).collect();
+                    let at: Vec<String> = i.allocated_at().iter().take(3).map(text).collect();
+                    let _ = writeln!(
+                        b,
+                        "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                         <td class=\"n up\">{}</td><td class=\"site\">{}</td><td class=\"site\">{}{}</td></tr>",
+                        i.copies(),
+                        i.blocks(),
+                        size(i.bytes() as u64),
+                        size(i.saved_bytes() as u64),
+                        loaded.join("<br/>"),
+                        at.join("<br/>"),
+                        if i.allocated_at().len() > 3 { "<br/>…" } else { "" }
+                    );
+                }
+                b.push_str("</tbody></table>\n");
+            }
+            let (n, bytes) = duplicates.undecidable();
+            if n > 0 {
+                let _ = writeln!(
+                    b,
+                    "<p>Undecidable: {n} blocks ({}) hold one value repeated (zeros, or a fill): \
+                     their content cannot tell copies from buffers not yet written.</p>",
+                    size(bytes as u64)
                 );
             }
-            b.push_str("</tbody></table>\n");
             b
         });
         self.push(title, body)

@@ -92,9 +92,12 @@
 //!   [`Snapshot::top_diff`] work as tracemalloc's and print its lines (a
 //!   [`KeyType::Traceback`] line begins with the allocating frame, where
 //!   tracemalloc writes the oldest);
-//!   [`Snapshot::duplicate_instances`] finds things held more than once
-//!   (calls that hold the same blocks: a model loaded twice), and
-//!   [`Snapshot::duplicates`] sites holding equal large blocks;
+//!   [`KeyType::UserLine`] counts memory at the first line of *your* code
+//!   in each stack, however deep the library that allocated it (a model
+//!   loaded through candle is at your `src/main.rs:196`, not at candle's
+//!   line); [`Snapshot::duplicate_instances`] finds the same content held
+//!   more than once (a model loaded twice), by what the blocks hold, and
+//!   names the lines that loaded each copy;
 //!   [`Snapshot::dump`] / [`Snapshot::load`] keep snapshots in files.
 //! - [`Registry`]: keyed singletons, loaded once per key and shared (the
 //!   remedy for the duplicates the tracer finds).
@@ -207,14 +210,16 @@ pub use crate::line_profile::{__ProfileSite, __ProfiledFn, __ProfiledLine};
 pub use crate::line_profile::{line_profile_output, line_tables, LineOutput, LineRow, LineTable};
 pub use crate::profile::{Metric, Profile, RunInfo, Site};
 pub use crate::registry::Registry;
-pub use crate::report::{DuplicateSite, Duplicates, Top, TopDiff};
+pub use crate::report::{Top, TopDiff};
 pub use crate::rss::rss;
 pub use crate::session::{
     capture_fallbacks, capture_method, clear_traces, dropped_traces, is_tracing, object_traceback,
     profile, reset_peak, reset_profile, start, stop, take_snapshot, traceback_limit, traced_memory,
     tracer_memory, Config,
 };
-pub use crate::snapshot::{Filter, KeyType, Snapshot, Statistic, StatisticDiff, Trace};
+pub use crate::snapshot::{
+    Content, Filter, KeyType, Snapshot, Statistic, StatisticDiff, Trace, CONTENT_MIN_SIZE,
+};
 pub use crate::source::{set_source_lines, MAX_SOURCE_BYTES};
 pub use crate::symbols::{release_symbols, symbolizer_memory};
 #[doc(hidden)]

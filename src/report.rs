@@ -3,12 +3,10 @@
 use std::fmt;
 
 use crate::frame::Traceback;
-use std::collections::HashMap;
 
 use crate::scope::untraced;
 use crate::snapshot::{
-    format_size, key_of, sum_diffs, sum_sizes, KeyLabel, KeyType, Snapshot, Statistic,
-    StatisticDiff,
+    sum_diffs, sum_sizes, KeyLabel, KeyType, Snapshot, Statistic, StatisticDiff,
 };
 use crate::source::source_line;
 
@@ -22,7 +20,7 @@ fn write_context(f: &mut fmt::Formatter<'_>, t: &Traceback, key_type: KeyType) -
             }
         }
         KeyType::Function => {}
-        KeyType::Lineno | KeyType::Filename => {
+        KeyType::Lineno | KeyType::Filename | KeyType::UserLine => {
             if let Some(src) = t
                 .frames()
                 .first()
@@ -78,6 +76,7 @@ fn noun(key_type: KeyType) -> &'static str {
         KeyType::Lineno => "lines",
         KeyType::Function => "functions",
         KeyType::Traceback => "tracebacks",
+        KeyType::UserLine => "lines of your code",
     }
 }
 
@@ -220,104 +219,7 @@ impl fmt::Display for TopDiff {
     }
 }
 
-/// One call site holding several live blocks of one size; see
-/// [`Snapshot::duplicates`](crate::Snapshot::duplicates).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DuplicateSite {
-    pub(crate) traceback: Traceback,
-    pub(crate) block_size: usize,
-    pub(crate) count: usize,
-}
-
-impl DuplicateSite {
-    /// The allocating line.
-    pub fn traceback(&self) -> &Traceback {
-        &self.traceback
-    }
-
-    /// The size of each block.
-    pub fn block_size(&self) -> usize {
-        self.block_size
-    }
-
-    /// How many live blocks of that size the site holds.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// The bytes held: `count × block_size`.
-    pub fn total_bytes(&self) -> usize {
-        self.count.saturating_mul(self.block_size)
-    }
-
-    /// What one shared instance would save: all but one block.
-    pub fn saved_bytes(&self) -> usize {
-        (self.count - 1).saturating_mul(self.block_size)
-    }
-}
-
-/// Suspected duplicates, from [`Snapshot::duplicates`](crate::Snapshot::duplicates), biggest saving first;
-/// `Display` is a short report.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Duplicates {
-    pub(crate) sites: Vec<DuplicateSite>,
-    pub(crate) min_size: usize,
-}
-
-impl Duplicates {
-    /// The sites, biggest saving first.
-    pub fn sites(&self) -> &[DuplicateSite] {
-        &self.sites
-    }
-
-    /// The bytes sharing would save over all sites.
-    pub fn saved_bytes(&self) -> usize {
-        sum_sizes(self.sites.iter().map(DuplicateSite::saved_bytes))
-    }
-}
-
-impl fmt::Display for Duplicates {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let min = format_size(self.min_size as f64, false);
-        if self.sites.is_empty() {
-            return writeln!(
-                f,
-                "No suspected duplicates: no call site holds 2+ live blocks of one size >= {min}"
-            );
-        }
-        writeln!(
-            f,
-            "Suspected duplicates: call sites holding 2+ live blocks of one size >= {min}"
-        )?;
-        for s in &self.sites {
-            writeln!(
-                f,
-                "  {}: {} blocks of {} = {}; one shared instance would save {}",
-                s.traceback,
-                s.count,
-                format_size(s.block_size as f64, false),
-                format_size(s.total_bytes() as f64, false),
-                format_size(s.saved_bytes() as f64, false)
-            )?;
-            if let Some(src) = s
-                .traceback
-                .frames
-                .first()
-                .and_then(|fr| source_line(&fr.0.path, fr.0.lineno))
-            {
-                writeln!(f, "      {src}")?;
-            }
-        }
-        writeln!(
-            f,
-            "Sharing would save {} in all",
-            format_size(self.saved_bytes() as f64, false)
-        )?;
-        write_hints(f, self.sites.iter().map(|s| &s.traceback), KeyType::Lineno)
-    }
-}
-
-/// The reports, built in: top-N, top-N changes, duplicates.
+/// The reports, built in: top-N and top-N changes.
 impl Snapshot {
     /// The `n` biggest keys, ready to print: tracemalloc's "pretty top"
     /// recipe (see [`Top`]).
@@ -341,57 +243,11 @@ impl Snapshot {
     pub fn top_diff(&self, old: &Snapshot, n: usize, key_type: KeyType) -> TopDiff {
         untraced(|| TopDiff::new(self.compare_to(old, key_type, false), n, key_type))
     }
-
-    /// Call sites holding two or more live blocks of one size, each at least
-    /// `min_size` bytes: the signature of loading the same resource twice.
-    /// Sites are keyed by the allocating line ([`KeyType::Lineno`]); the
-    /// report says how much sharing one instance would save. Counts are the
-    /// traced blocks' (in a sampled snapshot, blocks far above the sampling
-    /// rate are nearly all traced).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tracealloc::{Frame, Snapshot, Trace, Traceback};
-    ///
-    /// let load = Traceback::new(vec![Frame::new("src/model.rs", 42, "load")]);
-    /// let s = Snapshot::new(vec![Trace::new(64 << 20, load.clone()), Trace::new(64 << 20, load)], 1);
-    /// let d = s.duplicates(1 << 20);
-    /// assert_eq!(d.sites().len(), 1);
-    /// assert_eq!(d.sites()[0].saved_bytes(), 64 << 20);
-    /// assert!(d.to_string().contains("src/model.rs:42: 2 blocks of 64.0 MiB"));
-    /// ```
-    pub fn duplicates(&self, min_size: usize) -> Duplicates {
-        untraced(|| {
-            let mut by_site: HashMap<(Traceback, usize), usize> = HashMap::new();
-            let mut keys: HashMap<usize, Traceback> = HashMap::new();
-            for t in self.traces().iter().filter(|t| t.size >= min_size.max(1)) {
-                let key = keys
-                    .entry(t.traceback.frames.as_ptr() as usize)
-                    .or_insert_with(|| key_of(&t.traceback, 0, KeyType::Lineno))
-                    .clone();
-                *by_site.entry((key, t.size)).or_insert(0) += 1;
-            }
-            let mut sites: Vec<DuplicateSite> = by_site
-                .into_iter()
-                .filter(|&(_, count)| count >= 2)
-                .map(|((traceback, block_size), count)| DuplicateSite {
-                    traceback,
-                    block_size,
-                    count,
-                })
-                .collect();
-            sites.sort_by(|a, b| {
-                (b.saved_bytes(), &b.traceback).cmp(&(a.saved_bytes(), &a.traceback))
-            });
-            Duplicates { sites, min_size }
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::format_size;
+    use crate::snapshot::format_size;
 
     /// Expected strings from Python 3.11's `tracemalloc._format_size`.
     #[test]
@@ -464,7 +320,5 @@ mod tests {
         assert!(!one.top(1, KeyType::Lineno).to_string().contains("Note:"));
         let diff = s.top_diff(&known, 10, KeyType::Lineno).to_string();
         assert!(diff.contains("Note: <unknown>:0"), "{diff}");
-        let dups = snapshot(&[("<unknown>", 0), ("<unknown>", 0)]).duplicates(1);
-        assert!(dups.to_string().contains("Note: <unknown>:0"), "{dups}");
     }
 }

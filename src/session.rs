@@ -35,9 +35,9 @@ use crate::frame::Traceback;
 use crate::guard::{Guard, Internal};
 use crate::profile::{Profile, RunInfo, Site};
 use crate::scope::untraced;
-use crate::snapshot::{Snapshot, Trace};
+use crate::snapshot::{Content, Snapshot, Trace, CONTENT_MIN_SIZE};
 use crate::symbols;
-use crate::tracer::{self, CaptureMethod, Held, MAX_NFRAME};
+use crate::tracer::{self, content, CaptureMethod, Held, MAX_NFRAME};
 
 /// Starts tracing: from now on each new block's call stack is recorded,
 /// keeping `nframe` frames (after trimming the allocator's and the standard
@@ -487,23 +487,64 @@ pub fn take_snapshot() -> Snapshot {
     // so the tracebacks are a table indexed by id, not a hash map: two hash
     // lookups per block were a third of a 1-million-block snapshot's time.
     let tracebacks = Internal::make(|g| {
-        let ids = raw_ref.blocks.iter().map(|&(_, s)| s as usize + 1).max();
+        let ids = raw_ref.blocks.iter().map(|&(_, _, s)| s as usize + 1).max();
         let mut by_stack: Vec<Option<Traceback>> = vec![None; ids.unwrap_or(0)];
-        for &(_, stack) in &raw_ref.blocks {
+        for &(_, _, stack) in &raw_ref.blocks {
             by_stack[stack as usize].get_or_insert_with(|| symbols::traceback(g, stack, nframe));
         }
         by_stack
     });
+    // What the large blocks hold, read now (see `Content`): blocks freed
+    // since the copy read as unread, or as whatever now lies there. Words
+    // that point into a traced block count alike (copies of a table of
+    // strings point each to its own): the blocks by address, sorted, when
+    // there is a large block to read.
+    let buf = Internal::make(|_| RefCell::new(vec![0u8; content::BUF]));
+    let large = raw_ref.blocks.iter().any(|b| b.1 >= CONTENT_MIN_SIZE);
+    let ranges = Internal::make(|_| {
+        let mut r: Vec<(u64, u64)> = Vec::new();
+        if large && r.try_reserve_exact(raw_ref.blocks.len()).is_ok() {
+            r.extend(
+                raw_ref
+                    .blocks
+                    .iter()
+                    .map(|&(a, s, _)| (a as u64, (a + s) as u64)),
+            );
+            r.sort_unstable();
+        }
+        r
+    });
+    // (Most words of data are no address at all: one comparison each.)
+    let low = ranges.first().map_or(u64::MAX, |r| r.0);
+    let high = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+    let is_pointer = |v: u64| {
+        if v < low || v >= high {
+            return false;
+        }
+        let i = ranges.partition_point(|r| r.0 <= v);
+        i > 0 && v < ranges[i - 1].1
+    };
     // The snapshot itself is the caller's memory: counted, not traced.
     let traces: Option<Vec<Trace>> = untraced(|| {
         let mut traces = Vec::new();
         traces.try_reserve_exact(raw_ref.blocks.len()).ok()?;
-        traces.extend(raw_ref.blocks.iter().filter_map(|&(size, stack)| {
+        traces.extend(raw_ref.blocks.iter().filter_map(|&(addr, size, stack)| {
             let t = tracebacks[stack as usize].as_ref()?;
-            Some(Trace::new(size, t.clone()))
+            let trace = Trace::new(size, t.clone());
+            if size < CONTENT_MIN_SIZE {
+                return Some(trace);
+            }
+            Some(trace.with_content(
+                match content::fingerprint(addr, size, &mut buf.borrow_mut(), &is_pointer) {
+                    content::Fingerprint::Unread => Content::Unread,
+                    content::Fingerprint::Uniform => Content::Uniform,
+                    content::Fingerprint::Hash(h) => Content::Hash(h),
+                },
+            ))
         }));
         Some(traces)
     });
+    drop((buf, ranges));
     let Some(traces) = traces else {
         let n = raw_ref.blocks.len();
         drop((tracebacks, raw));

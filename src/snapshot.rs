@@ -17,12 +17,92 @@ pub struct Trace {
     pub size: usize,
     /// Where it was allocated.
     pub traceback: Traceback,
+    /// [`Content`] in 8 bytes (a snapshot of a million blocks holds a
+    /// million of these): 0 unread, 1 uniform, else the hash (never 0 or
+    /// 1, see `Content::code`).
+    content: u64,
 }
 
 impl Trace {
-    /// A block of `size` bytes allocated at `traceback`.
+    /// A block of `size` bytes allocated at `traceback`, its content not
+    /// read.
     pub fn new(size: usize, traceback: Traceback) -> Trace {
-        Trace { size, traceback }
+        Trace {
+            size,
+            traceback,
+            content: 0,
+        }
+    }
+
+    /// The same block, with what its bytes were found to hold (for tools
+    /// and tests that build snapshots).
+    pub fn with_content(self, content: Content) -> Trace {
+        Trace {
+            content: content.code(),
+            ..self
+        }
+    }
+
+    /// What the block's bytes held when the snapshot was taken: a
+    /// fingerprint of them, for blocks of at least [`CONTENT_MIN_SIZE`]
+    /// bytes. [`Snapshot::duplicate_instances`] compares these.
+    pub fn content(&self) -> Content {
+        Content::of_code(self.content)
+    }
+}
+
+/// Blocks of this size and more have their content fingerprinted by
+/// [`take_snapshot`](crate::take_snapshot) (see [`Content`]).
+pub const CONTENT_MIN_SIZE: usize = 4096;
+
+/// What a block's bytes held when its snapshot was taken, as
+/// [`Trace::content`] gives it.
+///
+/// [`take_snapshot`](crate::take_snapshot) reads each block of at least
+/// [`CONTENT_MIN_SIZE`] bytes through the kernel (`process_vm_readv` on the
+/// process itself, on Linux: a copy the kernel makes, so reading memory
+/// that other threads are writing is no data race, and a block freed and
+/// unmapped meanwhile is an error, not a crash): the whole block up to
+/// 4 KiB, and beyond that 64 windows of 64 bytes spread evenly over it,
+/// first and last bytes included (at most 4 KiB read per block, one system
+/// call). Equal fingerprints of equal-sized blocks are taken for equal
+/// contents: two blocks that differ only between the windows read alike
+/// (a 64-bit hash; blocks of real data — weights, text, tables — differ in
+/// most windows when they differ at all).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Content {
+    /// Not read: a block under [`CONTENT_MIN_SIZE`], a snapshot built or
+    /// loaded without contents, a target without the system call, or a
+    /// block that could not be read (freed while the snapshot was taken).
+    Unread,
+    /// Every 8-byte word read held the same value (all zeros, or a buffer
+    /// filled with one value): equal blocks of this kind may be copies or
+    /// unrelated buffers not yet written, and the content cannot tell.
+    Uniform,
+    /// A 64-bit hash of the bytes read (never 0 or 1: a hash of either is
+    /// taken as 2).
+    Hash(u64),
+}
+
+impl Content {
+    /// The content as one number: 0 unread, 1 uniform, else the hash (as
+    /// snapshot files write it too).
+    pub(crate) fn code(self) -> u64 {
+        match self {
+            Content::Unread => 0,
+            Content::Uniform => 1,
+            Content::Hash(h) => h.max(2),
+        }
+    }
+
+    /// The content of [`code`](Content::code)'s number.
+    pub(crate) fn of_code(code: u64) -> Content {
+        match code {
+            0 => Content::Unread,
+            1 => Content::Uniform,
+            h => Content::Hash(h),
+        }
     }
 }
 
@@ -47,6 +127,18 @@ pub enum KeyType {
     /// the allocating frame (`Traceback`'s `Display`), where tracemalloc's
     /// `str(traceback)` writes the oldest kept frame.
     Traceback,
+    /// Ours: by the first line of the user's own code in the stack
+    /// ([`Traceback::user_frame`]: not the standard library, this crate, nor
+    /// a dependency from the registry or git), file and line, at whatever
+    /// depth it lies, the traceback limit notwithstanding. Memory a library
+    /// allocates for you (a model loaded through candle, a document parsed
+    /// through serde) is counted at the line of yours that called it, where
+    /// [`KeyType::Lineno`] counts it at the library's line. A block whose
+    /// stack has no frame of the user's is counted at its allocating frame.
+    /// With `cumulative`, a block counts under every line of the user's in
+    /// its stack ([`Traceback::user_frames`]): the helper that called the
+    /// library and each line that called the helper.
+    UserLine,
 }
 
 /// The traces grouped under one key by [`Snapshot::statistics`].
@@ -102,7 +194,7 @@ pub(crate) struct KeyLabel<'a>(pub(crate) &'a Traceback, pub(crate) KeyType);
 
 impl fmt::Display for KeyLabel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.1, self.0.frames.first()) {
+        match (self.1, self.0.frames().first()) {
             (KeyType::Function, Some(frame)) => {
                 write!(f, "{} ({})", frame.0.function, frame.0.filename)
             }
@@ -238,9 +330,9 @@ impl Filter {
     /// to the caller.)
     fn matches(&self, t: &Traceback) -> bool {
         if self.all_frames {
-            t.frames.iter().any(|f| self.matches_frame(f))
+            t.frames().iter().any(|f| self.matches_frame(f))
         } else {
-            t.frames.first().is_some_and(|f| self.matches_frame(f))
+            t.frames().first().is_some_and(|f| self.matches_frame(f))
         }
     }
 }
@@ -333,7 +425,7 @@ impl Snapshot {
         for t in &self.traces {
             let w = self.weight(t.size);
             let g = per_stack
-                .entry(t.traceback.frames.as_ptr() as usize)
+                .entry(t.traceback.frames_ptr())
                 .or_insert((0.0, 0.0, &t.traceback));
             g.0 += t.size as f64 * w;
             g.1 += w;
@@ -341,7 +433,11 @@ impl Snapshot {
         // Then per key.
         let mut groups: HashMap<Traceback, (f64, f64)> = HashMap::new();
         for (size, count, t) in per_stack.into_values() {
-            let n = if cumulative { t.frames.len() } else { 1 };
+            let n = match (cumulative, key_type) {
+                (false, _) => 1,
+                (true, KeyType::UserLine) => t.user_frames().len().max(1),
+                (true, _) => t.frames().len(),
+            };
             for i in 0..n {
                 let g = groups.entry(key_of(t, i, key_type)).or_insert((0.0, 0.0));
                 g.0 += size;
@@ -535,7 +631,11 @@ pub(crate) fn sum_diffs(diffs: impl Iterator<Item = isize>) -> isize {
 
 /// The grouping key of frame `i` of `t`.
 pub(crate) fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
-    let Some(frame) = t.frames.get(i) else {
+    let user = match key_type {
+        KeyType::UserLine if !t.user_frames().is_empty() => t.user_frames().get(i),
+        _ => None,
+    };
+    let Some(frame) = user.or(t.frames().get(i)) else {
         return Traceback::new(Vec::new());
     };
     let one = |f: Frame| Traceback::new(vec![f]);
@@ -551,12 +651,15 @@ pub(crate) fn key_of(t: &Traceback, i: usize, key_type: KeyType) -> Traceback {
     };
     let none: std::sync::Arc<str> = "".into();
     match key_type {
-        KeyType::Traceback => {
-            Traceback::new(t.frames.iter().map(|f| key(f, f.0.lineno, &none)).collect())
-        }
+        KeyType::Traceback => Traceback::new(
+            t.frames()
+                .iter()
+                .map(|f| key(f, f.0.lineno, &none))
+                .collect(),
+        ),
         // As tracemalloc's keys: file and line only (two closures inlined
         // on one line are one key).
-        KeyType::Lineno => one(key(frame, frame.0.lineno, &none)),
+        KeyType::Lineno | KeyType::UserLine => one(key(frame, frame.0.lineno, &none)),
         KeyType::Filename => one(key(frame, 0, &none)),
         KeyType::Function => one(key(frame, 0, &frame.0.function)),
     }
@@ -576,10 +679,7 @@ mod tests {
     }
 
     fn trace(size: usize, t: &Traceback) -> Trace {
-        Trace {
-            size,
-            traceback: t.clone(),
-        }
+        Trace::new(size, t.clone())
     }
 
     fn sample() -> Snapshot {
@@ -885,42 +985,80 @@ mod tests {
             .contains("#2: g (no/such/b.rs): 2.0 KiB"));
     }
 
+    /// Memory a library allocated 40 frames below the user's line, the
+    /// traceback cut at 2: `Lineno` counts it at the library's line,
+    /// `UserLine` at the user's; a block with no user frame stays at its
+    /// allocating line; tracemalloc's keys are untouched.
     #[test]
-    fn duplicates_find_repeated_large_blocks() {
-        let load = tb(&[("src/model.rs", 42, "load")]);
-        let load_other_caller = tb(&[("src/model.rs", 42, "load"), ("src/main.rs", 9, "main")]);
-        let small = tb(&[("src/vocab.rs", 7, "word")]);
-        let mb = 1 << 20;
+    fn user_line_keys_count_at_the_users_line() {
+        let lib = |caller: u32| {
+            tb(&[
+                ("candle-core-0.11.1/src/dtype.rs", 167, "to_cpu"),
+                ("candle-nn-0.11.1/src/var_builder.rs", 88, "get"),
+            ])
+            .with_total_nframe(40)
+            .with_user_frames(vec![
+                Frame::new("src/load.rs", 9, "load"),
+                Frame::new("src/main.rs", caller, "main"),
+            ])
+        };
+        let no_user = tb(&[("tokio-1.0.0/src/runtime.rs", 5, "run")]);
         let s = Snapshot::new(
             vec![
-                trace(256 * mb, &load),
-                trace(256 * mb, &load_other_caller),
-                trace(mb, &load),
-                trace(10, &small),
-                trace(10, &small),
+                trace(3 << 20, &lib(196)),
+                trace(3 << 20, &lib(196)),
+                trace(1 << 20, &lib(200)),
+                trace(512, &no_user),
             ],
             2,
         );
-        let d = s.duplicates(mb);
-        assert_eq!(d.sites().len(), 1, "{d}");
-        let site = &d.sites()[0];
+        let by_line = s.statistics(KeyType::Lineno, false);
         assert_eq!(
-            (site.count(), site.block_size(), site.saved_bytes()),
-            (2, 256 * mb, 256 * mb)
+            by_line[0].to_string(),
+            "candle-core-0.11.1/src/dtype.rs:167: size=7168 KiB, count=3, average=2389 KiB"
         );
-        assert_eq!(site.traceback().to_string(), "src/model.rs:42");
-        let report = d.to_string();
-        assert!(report.contains("src/model.rs:42: 2 blocks of 256 MiB = 512 MiB; one shared instance would save 256 MiB"), "{report}");
-        assert!(report.ends_with("Sharing would save 256 MiB in all\n"));
+        // The first line of the user's: the helper that called the library.
+        let mine = s.statistics(KeyType::UserLine, false);
+        let lines: Vec<String> = mine.iter().map(|st| st.to_string()).collect();
         assert_eq!(
-            s.duplicates(1).sites().len(),
-            2,
-            "the small ones count when min_size allows"
+            lines,
+            [
+                "src/load.rs:9: size=7168 KiB, count=3, average=2389 KiB",
+                "tokio-1.0.0/src/runtime.rs:5: size=512 B, count=1, average=512 B",
+            ]
         );
-        assert!(s
-            .duplicates(512 * mb)
-            .to_string()
-            .starts_with("No suspected duplicates"));
+        // Cumulative: under the helper and under each line that called it.
+        let all = s.statistics(KeyType::UserLine, true);
+        let lines: Vec<String> = all.iter().map(|st| st.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "src/load.rs:9: size=7168 KiB, count=3, average=2389 KiB",
+                "src/main.rs:196: size=6144 KiB, count=2, average=3072 KiB",
+                "src/main.rs:200: size=1024 KiB, count=1, average=1024 KiB",
+                "tokio-1.0.0/src/runtime.rs:5: size=512 B, count=1, average=512 B",
+            ]
+        );
+        let old = Snapshot::new(vec![trace(1 << 20, &lib(200))], 2);
+        let diff = s.compare_to(&old, KeyType::UserLine, true);
+        assert_eq!(
+            diff[0].to_string(),
+            "src/load.rs:9: size=7168 KiB (+6144 KiB), count=3 (+2), average=2389 KiB"
+        );
+        assert_eq!(
+            diff[1].to_string(),
+            "src/main.rs:196: size=6144 KiB (+6144 KiB), count=2 (+2), average=3072 KiB"
+        );
+        let top = s.top(2, KeyType::UserLine).to_string();
+        assert!(
+            top.starts_with("Top 2 lines of your code\n#1: src/load.rs:9: 7168.0 KiB"),
+            "{top}"
+        );
+        // The whole-traceback key is tracemalloc's: the user frame is not
+        // part of it.
+        let tbs = s.statistics(KeyType::Traceback, false);
+        assert!(tbs[0].traceback.user_frames().is_empty());
+        assert_eq!(tbs[0].count, 3);
     }
 
     /// Sizes no real block has (a dump can say anything): sums and
@@ -964,9 +1102,10 @@ mod tests {
             empty.top_diff(&huge, 1, KeyType::Lineno).total().1,
             isize::MIN
         );
-        let d = huge.duplicates(1);
+        let held = |t: &Traceback| trace(usize::MAX, t).with_content(Content::Hash(9));
+        let d = Snapshot::new(vec![held(&a), held(&a), held(&b)], 1).duplicate_instances(1);
         assert_eq!(d.saved_bytes(), usize::MAX);
-        assert!(d.to_string().contains("src/a.rs:1"));
+        assert!(d.to_string().contains("src/a.rs:1"), "{d}");
     }
 
     mod properties {

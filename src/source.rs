@@ -16,9 +16,10 @@ const SOURCE_EXTENSIONS: &[&str] = &[
     "rs", "c", "h", "cc", "cpp", "cxx", "hh", "hpp", "hxx", "inc", "s", "S", "zig", "go", "py",
 ];
 
-/// Whether the reports ([`Snapshot::top`](crate::Snapshot::top), [`Snapshot::top_diff`](crate::Snapshot::top_diff),
-/// [`Snapshot::duplicates`](crate::Snapshot::duplicates)' `Display`, [`Traceback::format`](crate::Traceback::format)) print the
-/// source line under each frame; on by default. Process-wide.
+/// Whether the reports ([`Snapshot::top`](crate::Snapshot::top),
+/// [`Snapshot::top_diff`](crate::Snapshot::top_diff),
+/// [`Traceback::format`](crate::Traceback::format)) print the source line
+/// under each frame; on by default. Process-wide.
 ///
 /// A snapshot's file names come from wherever it came from: a loaded dump
 /// can name any path. Reports read a line only from a regular file

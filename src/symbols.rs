@@ -390,10 +390,32 @@ fn trimmed(mut frames: Vec<Classified>, at: &mut Vec<usize>, nframe: usize) -> T
         at.truncate(last + 1);
     }
     let total = frames.len();
+    let user: Vec<Frame> = frames
+        .iter()
+        .filter(|(f, internal)| !internal && is_own(f.path()))
+        .map(|(f, _)| f.clone())
+        .collect();
     frames.truncate(nframe);
     at.truncate(nframe);
     let frames: Vec<Frame> = frames.into_iter().map(|(f, _)| f).collect();
-    Traceback::from_parts(frames.into(), total)
+    Traceback::from_parts(frames.into(), total).with_user_frames(user)
+}
+
+/// Whether source file `path` (a frame's full path, not internal) is the
+/// user's own code: a Rust file not from the cargo registry, a git
+/// checkout, a vendored dependency or the toolchain (see
+/// [`Traceback::user_frame`]).
+fn is_own(path: &str) -> bool {
+    path.ends_with(".rs")
+        && ![
+            "/registry/src/",
+            "/git/checkouts/",
+            "/vendor/",
+            "/rustc/",
+            "/lib/rustlib/",
+        ]
+        .iter()
+        .any(|d| path.contains(d))
 }
 
 /// This crate's sources, as the compiler saw them.

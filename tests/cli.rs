@@ -22,7 +22,7 @@ use std::process::{Command, Output};
 
 use mutants::{replace_number, Rng};
 use tracealloc::{
-    measure, Frame, KeyType, Metric, Profile, Snapshot, Trace, TraceAlloc, Traceback,
+    measure, Content, Frame, KeyType, Metric, Profile, Snapshot, Trace, TraceAlloc, Traceback,
 };
 
 #[global_allocator]
@@ -237,8 +237,9 @@ fn diff_is_compare_to_between_snapshots() {
 
 #[test]
 fn duplicates_of_a_snapshot() {
-    // A model of three equal blocks at one line, loaded at two lines of
-    // main: one duplicated instance, not three equal blocks.
+    // A model of three blocks of one size and different contents, at one
+    // line, loaded at two lines of main: one duplicated instance, not three
+    // equal blocks. The contents go through the dump.
     let at = |caller: u32| {
         Traceback::new(vec![
             Frame::new("src/model.rs", 42, "model::load"),
@@ -247,7 +248,9 @@ fn duplicates_of_a_snapshot() {
     };
     let traces = [9, 11]
         .into_iter()
-        .flat_map(|c| (0..3).map(move |_| Trace::new(64 << 10, at(c))))
+        .flat_map(|c| {
+            (0..3).map(move |k| Trace::new(64 << 10, at(c)).with_content(Content::Hash(100 + k)))
+        })
         .collect();
     let s = Snapshot::new(traces, 2);
     let path = dumped(&s, "dups.json");

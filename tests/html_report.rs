@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tracealloc::{
-    Frame, KeyType, Mark, MarkKind, Report, Sample, Snapshot, Timeline, Trace, Traceback,
+    Content, Frame, KeyType, Mark, MarkKind, Report, Sample, Snapshot, Timeline, Trace, Traceback,
 };
 
 mod xml_check;
@@ -37,8 +37,8 @@ fn snapshots() -> (Snapshot, Snapshot) {
     );
     let new = Snapshot::new(
         vec![
-            Trace::new(64 << 20, load.clone()),
-            Trace::new(64 << 20, load),
+            Trace::new(64 << 20, load.clone()).with_content(Content::Hash(7)),
+            Trace::new(64 << 20, load).with_content(Content::Hash(7)),
             Trace::new(100, other.clone()),
             Trace::new(100, other),
         ],
@@ -100,8 +100,8 @@ fn report() -> Report {
         .snapshot_top("Top lines <now>", &new, 10, KeyType::Lineno)
         .snapshot_top("Top tracebacks", &new, 10, KeyType::Traceback)
         .snapshot_diff("What grew", &new, &old, 10, KeyType::Lineno)
-        .duplicates("Duplicates", &new.duplicates(1 << 20))
-        .duplicates("No duplicates", &old.duplicates(1 << 20))
+        .duplicates("Duplicates", &new.duplicate_instances(1 << 20))
+        .duplicates("No duplicates", &old.duplicate_instances(1 << 20))
         .text("Line table", "Line #    Mem usage    Increment\n    12    64.0 MiB     +64.0 MiB   let m = load::<Model>(&path);\n")
         .svg("Flame graph", HOSTILE_SVG)
         .svg("Not an SVG", "<html><body>no</body></html>")
@@ -169,10 +169,10 @@ fn the_report_is_well_formed_complete_escaped_and_offline() {
         "the diff"
     );
     assert!(
-        html.contains("sharing one instance would save 64.0 MiB in all"),
+        html.contains("sharing one copy of each would save 64.0 MiB in all"),
         "{html}"
     );
-    assert!(html.contains("No suspected duplicates"));
+    assert!(html.contains("No duplicated instances"));
     // The timeline's chart is inline, with its marks' table.
     assert!(html.contains("<div class=\"figure\">\n<svg version=\"1.1\""));
     assert!(html.contains(">heap peak</text>"));
@@ -320,7 +320,7 @@ fn real_run_report() {
             10,
             KeyType::Lineno,
         )
-        .duplicates("Duplicates", &twice.duplicates(1 << 20))
+        .duplicates("Duplicates", &twice.duplicate_instances(1 << 20))
         .snapshot_top(
             "Two copies loaded (by traceback)",
             &twice,

@@ -570,7 +570,7 @@ fn the_crate_s_results_are_counted_not_traced() {
     let diffs = snapshot.compare_to(&snapshot, KeyType::Traceback, false);
     let filtered = snapshot.filter_traces(&[Filter::include("*")]);
     let top = snapshot.top(10, KeyType::Traceback);
-    let duplicates = snapshot.duplicates(1);
+    let duplicates = snapshot.duplicate_instances(1);
     let lines = snapshot.traces()[0].traceback.format(None, true);
     snapshot.dump(&path).unwrap();
     let loaded = Snapshot::load(&path).unwrap();

@@ -123,6 +123,8 @@ enum Key {
     Function,
     /// By the whole traceback
     Traceback,
+    /// By the first line of your own code in the stack
+    UserLine,
 }
 
 impl Key {
@@ -132,6 +134,7 @@ impl Key {
             Key::Filename => KeyType::Filename,
             Key::Function => KeyType::Function,
             Key::Traceback => KeyType::Traceback,
+            Key::UserLine => KeyType::UserLine,
         }
     }
 
@@ -141,6 +144,7 @@ impl Key {
             Key::Filename => "files",
             Key::Function => "functions",
             Key::Traceback => "tracebacks",
+            Key::UserLine => "lines of your code",
         }
     }
 }
@@ -431,11 +435,12 @@ impl Row {
 
 /// The key of frame `frame` of a site's traceback, as text.
 fn key_text(t: &Traceback, frame: usize, key: Key) -> String {
-    let Some(f) = t.frames().get(frame) else {
+    let user = t.user_frame().filter(|_| key == Key::UserLine);
+    let Some(f) = user.or(t.frames().get(frame)) else {
         return "<unknown>".into();
     };
     match key {
-        Key::Lineno => format!("{}:{}", f.filename(), f.lineno()),
+        Key::Lineno | Key::UserLine => format!("{}:{}", f.filename(), f.lineno()),
         Key::Filename => f.filename().to_string(),
         Key::Function => f.function().to_string(),
         Key::Traceback => format!("{}:{} {}", f.filename(), f.lineno(), f.function()),
@@ -490,7 +495,7 @@ fn profile_top(p: &Profile, n: usize, key: Key, cumulative: bool) -> String {
             rows.insert(format!("#site {i}"), (row, i));
             continue;
         }
-        let frames = if cumulative {
+        let frames = if cumulative && key != Key::UserLine {
             s.traceback.frames().len().max(1)
         } else {
             1
@@ -582,6 +587,11 @@ fn profile_top(p: &Profile, n: usize, key: Key, cumulative: bool) -> String {
                 .filter(|f| f.filename() == "<unknown>")
                 .and_then(|f| f.line_hint()),
             Key::Lineno => frames.first().and_then(|f| f.line_hint()),
+            Key::UserLine => p.sites()[*first]
+                .traceback
+                .user_frame()
+                .or(frames.first())
+                .and_then(|f| f.line_hint()),
         };
         if let Some(h) = hint.filter(|h| !hints.contains(h)) {
             hints.push(h);

@@ -13,6 +13,8 @@
 //!   allocation (for `TRACEALLOC`, read on the allocation path).
 //! - [`stack_bounds`] and [`page_size`].
 //! - [`prefetch`]: a cache hint for an address that may not be mapped.
+//! - [`read_own_memory`]: copies of the process's own memory through the
+//!   kernel, for content fingerprints of live blocks.
 //! - `trace_uncached`: the platform's unwinder (`unwind.rs` on Linux
 //!   x86_64, the `backtrace` crate elsewhere).
 //! - [`map`]: files mapped read-only, and the objects loaded with their
@@ -621,4 +623,57 @@ fn loaded_object(
         eh_frame_hdr: copy(hdr_data)?,
         copied,
     })
+}
+
+/// Copies the bytes of this process's memory at each `(address, length)`
+/// window into `out`, one after another, through the kernel
+/// (`process_vm_readv` on our own pid): no access by this program to memory
+/// other threads may be writing, so no data race, and a window that is not
+/// mapped (a block freed and its pages returned meanwhile) is an error, not
+/// a fault. Returns how many bytes were copied from the start: fewer than
+/// asked when a window could not be read (0 where the call is refused, or
+/// on systems without it). `windows` hold at most 1024 entries.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn read_own_memory(windows: &[(usize, usize)], out: &mut [u8]) -> usize {
+    const MAX_WINDOWS: usize = 1024;
+    let windows = &windows[..windows.len().min(MAX_WINDOWS)];
+    let want: usize = windows.iter().map(|w| w.1).sum();
+    let want = want.min(out.len());
+    let mut remote = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_WINDOWS];
+    let mut left = want;
+    let mut n = 0;
+    for &(addr, len) in windows {
+        if left == 0 {
+            break;
+        }
+        let len = len.min(left);
+        remote[n] = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        };
+        n += 1;
+        left -= len;
+    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    // SAFETY: `local` describes `want` writable bytes of `out`, which the
+    // kernel writes and nothing else touches during the call; the remote
+    // windows are only read, by the kernel, which checks each one and fails
+    // (EFAULT) or stops short on an address that is not mapped: this
+    // process's memory is never accessed through a Rust reference or
+    // pointer here. `n` ≤ 1024 (IOV_MAX).
+    let got =
+        unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, remote.as_ptr(), n as _, 0) };
+    usize::try_from(got).unwrap_or(0)
+}
+
+/// Without `process_vm_readv`: nothing is read (contents stay unknown).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn read_own_memory(_windows: &[(usize, usize)], _out: &mut [u8]) -> usize {
+    0
 }

@@ -486,11 +486,11 @@ pub(crate) fn totals(_g: &Guard) -> (u64, usize) {
 /// Calls `f(size, stack)` for every traced block, one shard at a time: each
 /// shard's lock is held while its blocks are visited, so `f` must not
 /// allocate outside the guard nor take a shard lock.
-pub(crate) fn for_each(_g: &Guard, mut f: impl FnMut(usize, StackId)) {
+pub(crate) fn for_each(_g: &Guard, mut f: impl FnMut(usize, usize, StackId)) {
     for s in &SHARDS_ {
         let map = lock(&s.map);
         for e in map.slots.iter().filter(|e| e.addr != 0) {
-            f(map.size_of(e), e.stack);
+            f(e.addr, map.size_of(e), e.stack);
         }
     }
 }

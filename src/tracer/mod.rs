@@ -20,6 +20,7 @@
 //! back into the tracer.
 
 pub(crate) mod capture;
+pub(crate) mod content;
 pub(crate) mod live;
 pub(crate) mod peak;
 pub(crate) mod sample;
@@ -48,6 +49,18 @@ pub const MAX_NFRAME: usize = 256;
 /// standard library's frames can be trimmed from the top and `nframe` user
 /// frames still remain.
 const EXTRA_FRAMES: usize = 24;
+
+/// Raw frames captured at the least, whatever the limit: the first frame of
+/// the user's own code (`Traceback::user_frame`) is looked for in these,
+/// and a load through a library lies 40 frames and more below the
+/// allocating one (candle's BERT loader: 39 to 45).
+pub(crate) const USER_FRAMES: usize = 64;
+
+/// How many raw frames a session of limit `nframe` captures.
+#[inline(always)]
+fn capture_len(nframe: usize) -> usize {
+    (nframe + EXTRA_FRAMES).max(USER_FRAMES)
+}
 
 static NFRAME: AtomicUsize = AtomicUsize::new(1);
 static RATE: AtomicU64 = AtomicU64::new(0);
@@ -135,22 +148,20 @@ fn traced_estimate() -> i64 {
 pub(crate) fn on_alloc(g: &Guard, addr: usize, size: usize, session: Session) {
     // The table line the insert will need loads while the stack is walked.
     live::prefetch(addr);
-    let nframe = NFRAME.load(Relaxed);
-    // Small buffers for the usual small limits: zeroing 2 KiB on every
+    let len = capture_len(NFRAME.load(Relaxed));
+    // A small buffer for the usual limits: zeroing 2 KiB on every
     // allocation would cost more than walking the stack.
-    if nframe + EXTRA_FRAMES <= 32 {
-        record::<32>(g, addr, size, nframe, session);
-    } else if nframe + EXTRA_FRAMES <= 64 {
-        record::<64>(g, addr, size, nframe, session);
+    if len <= USER_FRAMES {
+        record::<USER_FRAMES>(g, addr, size, len, session);
     } else {
-        record::<{ MAX_NFRAME + EXTRA_FRAMES }>(g, addr, size, nframe, session);
+        record::<{ MAX_NFRAME + EXTRA_FRAMES }>(g, addr, size, len, session);
     }
 }
 
 #[inline(always)]
-fn record<const N: usize>(g: &Guard, addr: usize, size: usize, nframe: usize, session: Session) {
+fn record<const N: usize>(g: &Guard, addr: usize, size: usize, len: usize, session: Session) {
     let mut buf = [0usize; N];
-    let len = (nframe + EXTRA_FRAMES).min(N);
+    let len = len.min(N);
     let n = capture::capture(g, &mut buf[..len]);
     let id = match stacks::find(g, &buf[..n]) {
         Some(id) => id,
@@ -444,8 +455,8 @@ pub(crate) fn hold_all(g: &Guard, held: &mut Held, take_symbols: impl FnOnce(&Gu
 
 /// The live traced blocks, copied out for a snapshot.
 pub(crate) struct RawTraces {
-    /// `(size, stack)` per block.
-    pub(crate) blocks: Vec<(usize, StackId)>,
+    /// `(address, size, stack)` per block.
+    pub(crate) blocks: Vec<(usize, usize, StackId)>,
     pub(crate) nframe: usize,
     pub(crate) sample_bytes: Option<u64>,
 }
@@ -466,12 +477,12 @@ pub(crate) fn raw_traces(g: &Guard) -> Result<Option<RawTraces>, usize> {
     let mut refused = false;
     // More blocks may have come since the count: grown as needed, and a
     // refusal stops the copy.
-    live::for_each(g, |size, stack| {
+    live::for_each(g, |addr, size, stack| {
         if blocks.len() == blocks.capacity() && blocks.try_reserve(blocks.len() / 8 + 16).is_err() {
             refused = true;
         }
         if !refused {
-            blocks.push((size, stack));
+            blocks.push((addr, size, stack));
         }
     });
     if refused {
