@@ -11,9 +11,9 @@
 //! fingerprint are copies of one content; each copy is named by where it
 //! was loaded: in the frames of the user's own code in its stack
 //! ([`Traceback::user_frames`](crate::Traceback::user_frames), found
-//! however deep; the kept frames where there are none), the outermost at
-//! which the copies' stacks part — the two lines that called one helper,
-//! not the helper's line that both went through. Contents copied by the
+//! however deep; the kept frames where there are none), the first at which
+//! the copies' stacks part — the two lines that called one helper, not the
+//! helper's line that both went through. Contents copied by the
 //! same loaders (each load's line, once per copy) are one instance: a model
 //! loaded at `src/main.rs:196` and `:200` is one instance of two copies, of
 //! as many blocks as it has tensors.
@@ -21,8 +21,10 @@
 //! An instance found by content also counts the blocks its copies hold
 //! alike without the same bytes: at each copy's line, as many blocks of one
 //! size from the same calls (a `HashMap`, laid out by a seed of its own in
-//! each copy). Words that point into live blocks count alike already (see
-//! [`Content`]).
+//! each copy; a table of strings, each copy pointing to its own). Alone,
+//! such blocks are not taken for copies: two documents of one shape parsed
+//! into tables of pointers look the same by shape and differ only in what
+//! the pointers lead to, which is not compared.
 //!
 //! What it cannot tell: blocks whose every word is one value (all zeros: a
 //! buffer not yet written, or a tensor of zeros) hold nothing to compare,
@@ -242,28 +244,25 @@ fn loader_frames(t: &Traceback) -> &[Frame] {
     }
 }
 
-/// Where each of `traces` (copies of one content) was loaded: the
-/// outermost frame at which their stacks part (the lines that called the
-/// same helper, or the same library, from two places), else, for copies
-/// whose frames are all the same (loaded by one line, in a loop), their
-/// first frame.
+/// Where each of `traces` (copies of one content) was loaded: past the
+/// frames all their stacks begin with (the library's call and the user's
+/// helper that every copy went through), the first frame where they part —
+/// the lines that called the same helper from two places, on one thread or
+/// on two; for copies whose frames are all the same (loaded by one line, in
+/// a loop), their first frame.
 fn loaders(traces: &[&Trace]) -> Vec<Frame> {
     let lists: Vec<&[Frame]> = traces.iter().map(|t| loader_frames(&t.traceback)).collect();
-    // Frames the stacks share at their outer end.
     let shared = (0..)
         .take_while(|&k| {
-            let mut at = lists
-                .iter()
-                .map(|l| l.len().checked_sub(k + 1).map(|i| &l[i]));
-            let first = at.next().flatten();
-            first.is_some() && at.all(|f| f == first)
+            let first = lists[0].get(k);
+            first.is_some() && lists.iter().all(|l| l.get(k) == first)
         })
         .count();
     lists
         .iter()
         .map(|l| {
-            let i = l.len().saturating_sub(shared + 1);
-            l.get(i)
+            l.get(shared)
+                .or(l.first())
                 .cloned()
                 .unwrap_or_else(|| Frame::new("<unknown>", 0, "<unknown>"))
         })

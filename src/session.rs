@@ -495,35 +495,8 @@ pub fn take_snapshot() -> Snapshot {
         by_stack
     });
     // What the large blocks hold, read now (see `Content`): blocks freed
-    // since the copy read as unread, or as whatever now lies there. Words
-    // that point into a traced block count alike (copies of a table of
-    // strings point each to its own): the blocks by address, sorted, when
-    // there is a large block to read.
+    // since the copy read as unread, or as whatever now lies there.
     let buf = Internal::make(|_| RefCell::new(vec![0u8; content::BUF]));
-    let large = raw_ref.blocks.iter().any(|b| b.1 >= CONTENT_MIN_SIZE);
-    let ranges = Internal::make(|_| {
-        let mut r: Vec<(u64, u64)> = Vec::new();
-        if large && r.try_reserve_exact(raw_ref.blocks.len()).is_ok() {
-            r.extend(
-                raw_ref
-                    .blocks
-                    .iter()
-                    .map(|&(a, s, _)| (a as u64, (a + s) as u64)),
-            );
-            r.sort_unstable();
-        }
-        r
-    });
-    // (Most words of data are no address at all: one comparison each.)
-    let low = ranges.first().map_or(u64::MAX, |r| r.0);
-    let high = ranges.iter().map(|r| r.1).max().unwrap_or(0);
-    let is_pointer = |v: u64| {
-        if v < low || v >= high {
-            return false;
-        }
-        let i = ranges.partition_point(|r| r.0 <= v);
-        i > 0 && v < ranges[i - 1].1
-    };
     // The snapshot itself is the caller's memory: counted, not traced.
     let traces: Option<Vec<Trace>> = untraced(|| {
         let mut traces = Vec::new();
@@ -535,7 +508,7 @@ pub fn take_snapshot() -> Snapshot {
                 return Some(trace);
             }
             Some(trace.with_content(
-                match content::fingerprint(addr, size, &mut buf.borrow_mut(), &is_pointer) {
+                match content::fingerprint(addr, size, &mut buf.borrow_mut()) {
                     content::Fingerprint::Unread => Content::Unread,
                     content::Fingerprint::Uniform => Content::Uniform,
                     content::Fingerprint::Hash(h) => Content::Hash(h),
@@ -544,7 +517,7 @@ pub fn take_snapshot() -> Snapshot {
         }));
         Some(traces)
     });
-    drop((buf, ranges));
+    drop(buf);
     let Some(traces) = traces else {
         let n = raw_ref.blocks.len();
         drop((tracebacks, raw));

@@ -585,3 +585,94 @@ fn profile_on_a_spawned_thread() {
     .join()
     .unwrap();
 }
+
+/// A JSON document of `n` records, its numbers offset by `seed`.
+fn document(n: usize, seed: u64) -> String {
+    let items: Vec<String> = (0..n as u64)
+        .map(|i| format!("[{}, \"word {}\", {}.5]", i + seed, i * 7 + seed, i))
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// `(file, line)` of each diff's key, for the diffs of `KeyType::UserLine`
+/// from this file.
+fn mine(diffs: &[tracealloc::StatisticDiff]) -> Vec<(u32, isize)> {
+    diffs
+        .iter()
+        .filter(|d| d.traceback.frames()[0].filename() == file!())
+        .map(|d| (d.traceback.frames()[0].lineno(), d.size_diff))
+        .collect()
+}
+
+/// Memory a registry dependency allocates for the user (serde_json
+/// parsing and writing, several frames below this file's line), at the
+/// crate's default traceback limit of 1, on the test thread and on a spawned
+/// one: by the allocating line (tracemalloc's key) it is serde_json's; by
+/// `KeyType::UserLine` it is this file's lines. The same document written
+/// out twice (once on each thread) is one duplicated instance named at the
+/// two lines; parsed values (tables of pointers, each to its own strings)
+/// and a document of the same shape with other values are no copies.
+#[test]
+fn the_users_line_and_copies_through_a_dependency() {
+    let _session = Session::lock();
+    let (doc, other) = (document(3000, 0), document(3000, 1));
+    tracealloc::start(1);
+    check_method();
+    let before = take_snapshot();
+    let first = line!() + 1;
+    let a: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let (b, second) = std::thread::spawn(move || {
+        let line = line!() + 1;
+        let b: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        (b, line)
+    })
+    .join()
+    .unwrap();
+    let third = line!() + 1;
+    let c: serde_json::Value = serde_json::from_str(&other).unwrap();
+    // Boxed, at their length: a Vec's spare capacity holds whatever was
+    // there before, which two copies need not share (docs/tracing.md).
+    let out_a = line!() + 1;
+    let bytes_a = serde_json::to_vec(&a).unwrap().into_boxed_slice();
+    let (bytes_b, out_b) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let line = line!() + 1;
+            let v = serde_json::to_vec(&b).unwrap().into_boxed_slice();
+            (v, line)
+        })
+        .join()
+        .unwrap()
+    });
+    let out_c = line!() + 1;
+    let bytes_c = serde_json::to_vec(&c).unwrap().into_boxed_slice();
+    let after = take_snapshot();
+
+    let by_line = after.compare_to(&before, KeyType::Lineno, false);
+    let top = &by_line[0].traceback.frames()[0];
+    assert_ne!(
+        top.filename(),
+        file!(),
+        "the allocating line is serde_json's"
+    );
+    assert!(top.path().contains("serde"), "{top:?}");
+    let by_user = mine(&after.compare_to(&before, KeyType::UserLine, false));
+    let lines: Vec<u32> = by_user.iter().map(|d| d.0).collect();
+    for l in [first, second, third, out_a, out_b, out_c] {
+        assert!(lines.contains(&l), "line {l} in {by_user:?}");
+    }
+    // Each parse's bytes at its line (a traceback of one frame).
+    let parsed = by_user.iter().find(|d| d.0 == first).unwrap().1;
+    assert!(parsed > 3000 * 32, "{by_user:?}");
+
+    let dups = after.duplicate_instances(4096);
+    let lines_of = |i: &tracealloc::DuplicateInstance| -> Vec<u32> {
+        i.callers().iter().map(|c| c.lineno()).collect()
+    };
+    assert_eq!(dups.instances().len(), 1, "{dups}");
+    let i = &dups.instances()[0];
+    assert_eq!(lines_of(i), [out_a.min(out_b), out_a.max(out_b)], "{dups}");
+    assert_eq!(i.bytes(), bytes_a.len(), "{dups}");
+    assert_eq!(bytes_a, bytes_b);
+    assert_ne!(bytes_a, bytes_c);
+    drop(black_box((a, b, c, bytes_a, bytes_b, bytes_c)));
+}

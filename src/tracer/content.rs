@@ -6,9 +6,9 @@
 //! a snapshot is taken. The whole block up to [`WHOLE`] bytes; beyond,
 //! [`WINDOWS`] windows of [`WINDOW`] bytes spread evenly, the first at the
 //! block's start and the last at its end: at most 4 KiB and one system call
-//! per block. A word that holds the address of a live traced block counts
-//! as one same value, whatever block it points to: copies of a table of
-//! strings (or of boxed values) hold equal words and pointers of their own.
+//! per block. Blocks that hold pointers (a table of strings, a hash map)
+//! differ between copies, each pointing to its own: they are not copies by
+//! content (see `Snapshot::duplicate_instances` for how they are counted).
 
 use crate::sys::read_own_memory;
 
@@ -50,42 +50,22 @@ fn windows(addr: usize, size: usize, out: &mut [(usize, usize); WINDOWS]) -> usi
 }
 
 /// A fingerprint of the block of `size` bytes at `addr`, read into `buf`
-/// (at least 4 KiB); words for which `is_pointer` holds (addresses of other
-/// live blocks) count as one same value (see [`of_bytes`]).
-pub(crate) fn fingerprint(
-    addr: usize,
-    size: usize,
-    buf: &mut [u8],
-    is_pointer: &dyn Fn(u64) -> bool,
-) -> Fingerprint {
+/// (at least 4 KiB).
+pub(crate) fn fingerprint(addr: usize, size: usize, buf: &mut [u8]) -> Fingerprint {
     let mut w = [(0usize, 0usize); WINDOWS];
     let n = windows(addr, size, &mut w);
     let want: usize = w[..n].iter().map(|w| w.1).sum();
     if size == 0 || buf.len() < want || read_own_memory(&w[..n], buf) != want {
         return Fingerprint::Unread;
     }
-    of_bytes(&buf[..want], size, is_pointer)
+    of_bytes(&buf[..want], size)
 }
 
-/// What an aligned word that points into a live block counts as: two
-/// copies of a table of strings hold the same words but each its own
-/// pointers to them, and are copies all the same.
-const POINTER: u64 = 0x7472_6f70_6e69_6f70;
-
-/// The fingerprint of `bytes`, read from a block of `size` bytes (8-byte
-/// aligned: words that `is_pointer` calls pointers are taken as
-/// [`POINTER`]).
-pub(crate) fn of_bytes(bytes: &[u8], size: usize, is_pointer: &dyn Fn(u64) -> bool) -> Fingerprint {
+/// The fingerprint of `bytes`, read from a block of `size` bytes.
+pub(crate) fn of_bytes(bytes: &[u8], size: usize) -> Fingerprint {
     let words = bytes.chunks_exact(8);
     let tail = words.remainder();
-    let word = |c: &[u8]| {
-        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        if is_pointer(v) {
-            POINTER
-        } else {
-            v
-        }
-    };
+    let word = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
     let first = bytes.get(..8).map(word);
     let mut uniform = first.is_some();
     // FNV-1a over 8-byte words, then a final mix: not cryptographic, but
@@ -126,7 +106,7 @@ mod tests {
 
     fn print_of(v: &[u8]) -> Fingerprint {
         let mut buf = vec![0u8; BUF];
-        fingerprint(v.as_ptr() as usize, v.len(), &mut buf, &|_| false)
+        fingerprint(v.as_ptr() as usize, v.len(), &mut buf)
     }
 
     #[test]
@@ -167,10 +147,9 @@ mod tests {
             print_of(&ones),
             Fingerprint::Uniform | Fingerprint::Unread
         ));
-        let no = &|_| false;
-        assert_eq!(of_bytes(&[0; 16], 16, no), Fingerprint::Uniform);
+        assert_eq!(of_bytes(&[0; 16], 16), Fingerprint::Uniform);
         assert!(matches!(
-            of_bytes(&[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], 16, no),
+            of_bytes(&[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], 16),
             Fingerprint::Hash(_)
         ));
     }
@@ -179,58 +158,6 @@ mod tests {
     fn a_block_that_is_not_mapped_is_unread() {
         let mut buf = vec![0u8; BUF];
         // The first page is never mapped.
-        assert_eq!(
-            fingerprint(8, 4096, &mut buf, &|_| false),
-            Fingerprint::Unread
-        );
-    }
-
-    /// Two tables of the same lengths and other pointers: copies; a
-    /// different length: not; a table of pointers only: uniform.
-    #[test]
-    fn pointers_to_live_blocks_count_alike() {
-        let table = |ptrs: [u64; 3], len: u64| -> Vec<u8> {
-            ptrs.iter()
-                .flat_map(|&p| [p, len, len])
-                .flat_map(u64::to_le_bytes)
-                .collect()
-        };
-        let heap = |v: u64| (0x5555_0000_0000..0x5556_0000_0000).contains(&v);
-        let a = of_bytes(
-            &table([0x5555_0000_1000, 0x5555_0000_2000, 0x5555_0000_3000], 5),
-            72,
-            &heap,
-        );
-        let b = of_bytes(
-            &table([0x5555_0000_8000, 0x5555_0000_9000, 0x5555_0000_a000], 5),
-            72,
-            &heap,
-        );
-        let c = of_bytes(
-            &table([0x5555_0000_8000, 0x5555_0000_9000, 0x5555_0000_a000], 6),
-            72,
-            &heap,
-        );
-        assert!(matches!(a, Fingerprint::Hash(_)));
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        let all: Vec<u8> = [0x5555_0000_1000u64, 0x5555_0000_2000]
-            .iter()
-            .flat_map(|p| p.to_le_bytes())
-            .collect();
-        assert_eq!(of_bytes(&all, 16, &heap), Fingerprint::Uniform);
-        // Without the predicate, the pointers tell the tables apart.
-        assert_ne!(
-            of_bytes(
-                &table([0x5555_0000_1000, 0x5555_0000_2000, 0x5555_0000_3000], 5),
-                72,
-                &|_| false
-            ),
-            of_bytes(
-                &table([0x5555_0000_8000, 0x5555_0000_9000, 0x5555_0000_a000], 5),
-                72,
-                &|_| false
-            )
-        );
+        assert_eq!(fingerprint(8, 4096, &mut buf), Fingerprint::Unread);
     }
 }
