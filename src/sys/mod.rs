@@ -632,10 +632,10 @@ fn loaded_object(
 /// mapped (a block freed and its pages returned meanwhile) is an error, not
 /// a fault. Returns how many bytes were copied from the start: fewer than
 /// asked when a window could not be read (0 where the call is refused, or
-/// on systems without it). `windows` hold at most 1024 entries.
+/// on systems without it). Only the first 64 windows are read.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn read_own_memory(windows: &[(usize, usize)], out: &mut [u8]) -> usize {
-    const MAX_WINDOWS: usize = 1024;
+    const MAX_WINDOWS: usize = 64;
     let windows = &windows[..windows.len().min(MAX_WINDOWS)];
     let want: usize = windows.iter().map(|w| w.1).sum();
     let want = want.min(out.len());
@@ -666,13 +666,14 @@ pub(crate) fn read_own_memory(windows: &[(usize, usize)], out: &mut [u8]) -> usi
     // windows are only read, by the kernel, which checks each one and fails
     // (EFAULT) or stops short on an address that is not mapped: this
     // process's memory is never accessed through a Rust reference or
-    // pointer here. `n` ≤ 1024 (IOV_MAX).
+    // pointer here. `n` ≤ 64, under IOV_MAX (1024).
     let got =
         unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, remote.as_ptr(), n as _, 0) };
     usize::try_from(got).unwrap_or(0)
 }
 
-/// Without `process_vm_readv`: nothing is read (contents stay unknown).
+/// Without `process_vm_readv` (a target this is not written for yet):
+/// nothing is read, and contents stay unknown.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) fn read_own_memory(_windows: &[(usize, usize)], _out: &mut [u8]) -> usize {
     0

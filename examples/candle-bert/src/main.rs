@@ -640,13 +640,13 @@ fn verdict(results: &[Value], weights: u64) {
         format!(
             "A load took {:.0} ms and {:.0} ms (twice), {:.0} ms and {:.0} ms (in closures); the \
              registry loaded once ({:.0} ms) and its second call returned the same instance in \
-             {:.3} ms: one load of two avoided.",
+             {:.1} µs: one load of two avoided.",
             t(twice, 0),
             t(twice, 1),
             t(closures, 0),
             t(closures, 1),
             t(reg, 0),
-            t(reg, 1)
+            t(reg, 1) * 1e3
         ),
         format!(
             "Duplicates, by content: twice, {} (saving {:.1} MiB, {:.2} % off the measured \
